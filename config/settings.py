@@ -1,0 +1,150 @@
+"""Tollgate settings, read from the environment.
+
+With no environment at all, Tollgate runs embedded: SQLite, Celery tasks executed
+in-process, a local-memory cache and the built-in ``mock`` upstream. Setting
+``DATABASE_URL`` and ``REDIS_URL`` switches to the production shape.
+"""
+
+from pathlib import Path
+
+import environ
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+if (BASE_DIR / ".env").exists():
+    env.read_env(str(BASE_DIR / ".env"))
+
+DEBUG = env.bool("DEBUG", default=True)
+SECRET_KEY = env.str(
+    "SECRET_KEY",
+    default="embedded-dev-secret-key-change-me-in-production-0123456789abcdef",
+)
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["*"])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "accounts",
+    "billing",
+    "relay",
+    "usage",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+ASGI_APPLICATION = "config.asgi.application"
+WSGI_APPLICATION = "config.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
+}
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=300)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # The embedded database is shared by request threads and the in-process
+    # settlement; wait for the write lock instead of failing at once.
+    DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+REDIS_URL = env.str("REDIS_URL", default="")
+
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+        }
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+
+# --- Celery -----------------------------------------------------------------
+# Without Redis, tasks run in-process right after the commit that enqueued them.
+CELERY_BROKER_URL = REDIS_URL or "memory://localhost/"
+CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=not REDIS_URL)
+CELERY_TASK_EAGER_PROPAGATES = True
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 4
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 300}
+
+# --- Tollgate ---------------------------------------------------------------
+TOLLGATE = {
+    # Completion tokens reserved when the request sets no max_tokens.
+    "DEFAULT_COMPLETION_RESERVE": env.int("TOLLGATE_DEFAULT_COMPLETION_RESERVE", default=4096),
+    # Seconds an authenticated key and a price list stay in the per-process cache.
+    "AUTH_CACHE_TTL": env.float("TOLLGATE_AUTH_CACHE_TTL", default=10.0),
+    "PRICE_CACHE_TTL": env.float("TOLLGATE_PRICE_CACHE_TTL", default=10.0),
+    "CHANNEL_CACHE_TTL": env.float("TOLLGATE_CHANNEL_CACHE_TTL", default=5.0),
+    # An open hold older than this is released by the sweeper.
+    "HOLD_TTL_SECONDS": env.int("TOLLGATE_HOLD_TTL_SECONDS", default=3600),
+    # Upstream HTTP client.
+    "UPSTREAM_CONNECT_TIMEOUT": env.float("TOLLGATE_UPSTREAM_CONNECT_TIMEOUT", default=5.0),
+    "UPSTREAM_READ_TIMEOUT": env.float("TOLLGATE_UPSTREAM_READ_TIMEOUT", default=300.0),
+    "UPSTREAM_MAX_CONNECTIONS": env.int("TOLLGATE_UPSTREAM_MAX_CONNECTIONS", default=512),
+    # Largest request body accepted on /v1/* (bytes).
+    "MAX_BODY_BYTES": env.int("TOLLGATE_MAX_BODY_BYTES", default=8 * 1024 * 1024),
+}
+# Where the embedded demo keeps its local state (the demo key and passwords).
+TOLLGATE_STATE_DIR = env.path("TOLLGATE_STATE_DIR", default=BASE_DIR / "var")
+# Fernet keys that encrypt upstream keys at rest, newest first.
+TOLLGATE_ENCRYPTION_KEYS = env.list("TOLLGATE_ENCRYPTION_KEY", default=[])
+DATA_UPLOAD_MAX_MEMORY_SIZE = TOLLGATE["MAX_BODY_BYTES"]
+
+LOGIN_URL = "/admin/login/"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    # httpx logs every upstream URL at INFO; keep it to problems only.
+    "loggers": {"httpx": {"level": "WARNING"}, "httpcore": {"level": "WARNING"}},
+}

@@ -1,0 +1,10 @@
+from django.contrib import admin
+from django.urls import path
+
+from relay import views as relay_views
+
+urlpatterns = [
+    path("v1/chat/completions", relay_views.chat_completions),
+    path("v1/models", relay_views.models),
+    path("admin/", admin.site.urls),
+]
