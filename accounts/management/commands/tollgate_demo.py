@@ -1,0 +1,121 @@
+"""Create the embedded demo: an admin, a demo account with credit, prices, the mock
+channel and an API key, then print how to call the relay.
+
+Safe to run again: existing rows are kept. The demo key's secret is kept in
+``var/demo.json`` (a local, git-ignored file; ``TOLLGATE_STATE_DIR`` moves it) so
+later runs can print it again; if that key was revoked a new one is made.
+"""
+
+import json
+import secrets
+from decimal import Decimal
+from pathlib import Path
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand
+from django.db import transaction
+
+from accounts.keys import key_hash
+from accounts.models import Account, ApiKey, Membership
+from accounts.services import account_create, api_key_create, membership_add
+from billing.models import ModelPrice, PriceGroup
+from billing.services import account_credit
+from relay.models import Channel
+
+DEMO_PRICES = {
+    # model: input, output, cache read, cache write, reasoning (USD per 1M tokens)
+    "gpt-4o-mini": ("0.15", "0.60", "0.075", None, None),
+    "gpt-4o": ("2.50", "10.00", "1.25", None, None),
+    "o4-mini": ("1.10", "4.40", "0.275", None, "4.40"),
+    "claude-sonnet-4": ("3.00", "15.00", "0.30", "3.75", None),
+}
+DEMO_CREDIT = 10_000_000  # $10.00
+
+
+class Command(BaseCommand):
+    help = "Create demo data for the embedded run and print a working key."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--base-url", default="http://127.0.0.1:8000")
+
+    def handle(self, *args, base_url: str, **options):
+        state_path = Path(settings.TOLLGATE_STATE_DIR) / "demo.json"
+        state = json.loads(state_path.read_text()) if state_path.exists() else {}
+        with transaction.atomic():
+            state = self._seed(state)
+        state_path.parent.mkdir(parents=True, exist_ok=True)
+        state_path.write_text(json.dumps(state, indent=2))
+        state_path.chmod(0o600)
+
+        key = state["api_key"]
+        out = self.stdout
+        out.write("")
+        out.write(self.style.SUCCESS("Tollgate demo is ready."))
+        out.write(
+            f"  Admin:    {base_url}/admin/  (user admin, password {state['admin_password']})"
+        )
+        out.write(f"  Demo user: demo / {state['demo_password']}")
+        out.write(f"  API key:  {key}")
+        out.write("  Try it:")
+        out.write(
+            f"    curl -s {base_url}/v1/chat/completions \\\n"
+            f"      -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' \\\n"
+            '      -d \'{"model": "gpt-4o-mini", '
+            '"messages": [{"role": "user", "content": "Hello!"}]}\''
+        )
+        out.write("")
+
+    def _seed(self, state: dict) -> dict:
+        User = get_user_model()
+        if not User.objects.filter(username="admin").exists():
+            state["admin_password"] = secrets.token_urlsafe(9)
+            User.objects.create_superuser("admin", "admin@example.com", state["admin_password"])
+
+        group, _ = PriceGroup.objects.get_or_create(
+            name="default", defaults={"description": "Standard list prices"}
+        )
+        for model, (inp, out, cread, cwrite, reason) in DEMO_PRICES.items():
+            if not ModelPrice.objects.filter(group=group, model=model).exists():
+                ModelPrice.objects.create(
+                    group=group,
+                    model=model,
+                    input_per_m=Decimal(inp),
+                    output_per_m=Decimal(out),
+                    cache_read_per_m=cread and Decimal(cread),
+                    cache_write_per_m=cwrite and Decimal(cwrite),
+                    reasoning_per_m=reason and Decimal(reason),
+                )
+
+        Channel.objects.get_or_create(
+            name="mock",
+            defaults={"type": Channel.Type.MOCK, "served_models": sorted(DEMO_PRICES)},
+        )
+
+        account = Account.objects.filter(name="Demo").first()
+        if account is None:
+            account = account_create(name="Demo", price_group=group)
+            account_credit(
+                account=account,
+                amount=DEMO_CREDIT,
+                memo="Demo credit",
+                idempotency_key=f"demo-credit:{account.pk}",
+            )
+        if not User.objects.filter(username="demo").exists():
+            state["demo_password"] = secrets.token_urlsafe(9)
+            user = User.objects.create_user("demo", "demo@example.com", state["demo_password"])
+            membership_add(account=account, user=user, role=Membership.Role.OWNER)
+
+        key = state.get("api_key")
+        if (
+            not key
+            or not ApiKey.objects.filter(
+                key_hash=key_hash(key), status=ApiKey.Status.ACTIVE
+            ).exists()
+        ):
+            _, state["api_key"] = api_key_create(account=account, name="demo")
+        state.setdefault(
+            "admin_password", "(set earlier; change with manage.py changepassword admin)"
+        )
+        state.setdefault("demo_password", "(set earlier)")
+        return state

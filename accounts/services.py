@@ -1,0 +1,101 @@
+from datetime import datetime
+
+from django.contrib.auth.models import User
+from django.db import transaction
+from django.utils import timezone
+
+from billing.models import LedgerAccount, PriceGroup
+
+from .keys import DISPLAY_PREFIX_LEN, key_generate, key_hash
+from .models import Account, ApiKey, Membership
+from .selectors import auth_cache_invalidate
+
+
+@transaction.atomic
+def account_create(*, name: str, price_group: PriceGroup, overdraft_limit: int = 0) -> Account:
+    """An account and its customer ledger account, created together."""
+    account = Account.objects.create(
+        name=name, price_group=price_group, overdraft_limit=overdraft_limit
+    )
+    LedgerAccount.objects.create(
+        code=f"customer:{account.pk}", kind=LedgerAccount.Kind.CUSTOMER, account=account
+    )
+    return account
+
+
+def membership_add(
+    *, account: Account, user: User, role: str = Membership.Role.MEMBER
+) -> Membership:
+    return Membership.objects.create(account=account, user=user, role=role)
+
+
+def api_key_create(
+    *,
+    account: Account,
+    name: str,
+    created_by: User | None = None,
+    expires_at: datetime | None = None,
+    allowed_models: list[str] | None = None,
+    ip_allowlist: list[str] | None = None,
+    rpm_limit: int | None = None,
+    tpm_limit: int | None = None,
+    concurrency_limit: int | None = None,
+    daily_spend_limit: int | None = None,
+    monthly_spend_limit: int | None = None,
+) -> tuple[ApiKey, str]:
+    """Create a key. Returns the row and the secret, which is never stored or shown again."""
+    secret = key_generate()
+    api_key = ApiKey.objects.create(
+        account=account,
+        name=name,
+        prefix=secret[:DISPLAY_PREFIX_LEN],
+        last4=secret[-4:],
+        key_hash=key_hash(secret),
+        created_by=created_by,
+        expires_at=expires_at,
+        allowed_models=sorted(set(allowed_models or [])),
+        ip_allowlist=list(ip_allowlist or []),
+        rpm_limit=rpm_limit,
+        tpm_limit=tpm_limit,
+        concurrency_limit=concurrency_limit,
+        daily_spend_limit=daily_spend_limit,
+        monthly_spend_limit=monthly_spend_limit,
+    )
+    auth_cache_invalidate(key_hash=api_key.key_hash)
+    return api_key, secret
+
+
+def api_key_revoke(*, api_key: ApiKey) -> ApiKey:
+    """Revoke a key. Takes effect at once: the hold reservation re-checks the status."""
+    ApiKey.objects.filter(pk=api_key.pk, status=ApiKey.Status.ACTIVE).update(
+        status=ApiKey.Status.REVOKED, revoked_at=timezone.now()
+    )
+    api_key.refresh_from_db()
+    auth_cache_invalidate(key_hash=api_key.key_hash)
+    return api_key
+
+
+_KEY_EDITABLE = frozenset(
+    {
+        "name",
+        "expires_at",
+        "allowed_models",
+        "ip_allowlist",
+        "rpm_limit",
+        "tpm_limit",
+        "concurrency_limit",
+        "daily_spend_limit",
+        "monthly_spend_limit",
+    }
+)
+
+
+def api_key_update(*, api_key: ApiKey, fields: list[str]) -> ApiKey:
+    """Save the named policy fields of ``api_key`` (already set on the instance)."""
+    unknown = set(fields) - _KEY_EDITABLE
+    if unknown:
+        raise ValueError(f"not editable: {', '.join(sorted(unknown))}")
+    if fields:
+        api_key.save(update_fields=list(fields))
+    auth_cache_invalidate(key_hash=api_key.key_hash)
+    return api_key

@@ -1,0 +1,196 @@
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.db.models.functions import Now
+
+
+def price_field(**kwargs) -> models.DecimalField:
+    """USD per 1M tokens, exact to six decimals (one pico-USD per token)."""
+    return models.DecimalField(max_digits=14, decimal_places=6, **kwargs)
+
+
+class PriceGroup(models.Model):
+    """A price list. Every account is billed with its group's prices."""
+
+    name = models.CharField(max_length=100, unique=True)
+    description = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class ModelPrice(models.Model):
+    """USD per one million tokens of each kind, for one model in one group.
+
+    Versioned: a change is a new row with a later ``effective_from``; a request is
+    priced with the newest row already in effect and keeps a snapshot of it. The
+    cache and reasoning prices fall back to the input and output prices when empty.
+    """
+
+    group = models.ForeignKey(PriceGroup, on_delete=models.CASCADE, related_name="prices")
+    model = models.CharField(max_length=200)
+    input_per_m = price_field()
+    output_per_m = price_field()
+    cache_read_per_m = price_field(null=True, blank=True)
+    cache_write_per_m = price_field(null=True, blank=True)
+    reasoning_per_m = price_field(null=True, blank=True)
+    request_fee = price_field(default=0)
+    effective_from = models.DateTimeField(db_default=Now())
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["group", "model", "effective_from"], name="modelprice_one_version_at_a_time"
+            ),
+            models.CheckConstraint(
+                condition=Q(input_per_m__gte=0)
+                & Q(output_per_m__gte=0)
+                & Q(request_fee__gte=0)
+                & (Q(cache_read_per_m__isnull=True) | Q(cache_read_per_m__gte=0))
+                & (Q(cache_write_per_m__isnull=True) | Q(cache_write_per_m__gte=0))
+                & (Q(reasoning_per_m__isnull=True) | Q(reasoning_per_m__gte=0)),
+                name="modelprice_nonnegative",
+            ),
+        ]
+        indexes = [models.Index(fields=["group", "model", "-effective_from"])]
+
+    def __str__(self) -> str:
+        return f"{self.group} / {self.model} from {self.effective_from:%Y-%m-%d %H:%M}"
+
+
+class LedgerAccount(models.Model):
+    """A ledger account. Customer accounts mirror ``accounts.Account``; the others are
+    the house side of every posting."""
+
+    class Kind(models.TextChoices):
+        CUSTOMER = "customer", "Customer balance"
+        REVENUE = "revenue", "Revenue"
+        TOPUP = "topup", "Top-up source"
+        UPSTREAM_COST = "upstream_cost", "Upstream cost"
+        UPSTREAM_PAYABLE = "upstream_payable", "Upstream payable"
+        ADJUSTMENT = "adjustment", "Adjustments"
+        OVERAGE = "overage", "Overage"
+        REDEMPTION = "redemption", "Redemption codes"
+
+    code = models.CharField(max_length=64, unique=True)
+    kind = models.CharField(max_length=32, choices=Kind.choices)
+    account = models.OneToOneField(
+        "accounts.Account",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="ledger_account",
+    )
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=(Q(kind="customer") & Q(account__isnull=False))
+                | (~Q(kind="customer") & Q(account__isnull=True)),
+                name="ledgeraccount_customer_has_account",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.code
+
+
+class Transaction(models.Model):
+    """One balanced posting: its entries sum to zero. Never updated or deleted."""
+
+    class Kind(models.TextChoices):
+        TOPUP = "topup", "Top-up"
+        CHARGE = "charge", "Usage charge"
+        ADJUSTMENT = "adjustment", "Adjustment"
+        REDEMPTION = "redemption", "Redemption"
+
+    kind = models.CharField(max_length=32, choices=Kind.choices)
+    # Makes every posting idempotent: the same key can be posted once only.
+    idempotency_key = models.CharField(max_length=200, unique=True)
+    account = models.ForeignKey(
+        "accounts.Account",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="transactions",
+    )
+    memo = models.CharField(max_length=500, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True
+    )
+    created_at = models.DateTimeField(db_default=Now())
+
+    class Meta:
+        indexes = [models.Index(fields=["account", "-created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.kind} #{self.pk}"
+
+
+class Entry(models.Model):
+    """A signed amount (micro-USD) on one ledger account. Positive raises the account's
+    balance. ``model`` and ``channel`` break usage postings down for margin reports."""
+
+    transaction = models.ForeignKey(Transaction, on_delete=models.PROTECT, related_name="entries")
+    ledger_account = models.ForeignKey(
+        LedgerAccount, on_delete=models.PROTECT, related_name="entries"
+    )
+    amount = models.BigIntegerField()
+    model = models.CharField(max_length=200, blank=True)
+    channel = models.ForeignKey(
+        "relay.Channel", on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(db_default=Now())
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=~Q(amount=0), name="entry_amount_nonzero"),
+        ]
+        indexes = [models.Index(fields=["ledger_account", "created_at"])]
+        verbose_name_plural = "entries"
+
+    def __str__(self) -> str:
+        return f"{self.ledger_account_id}: {self.amount}"
+
+
+class Hold(models.Model):
+    """Money set aside for one request before it is forwarded upstream.
+
+    Resolves exactly once: settled, released or expired."""
+
+    class Status(models.TextChoices):
+        OPEN = "open", "Open"
+        SETTLED = "settled", "Settled"
+        RELEASED = "released", "Released"
+        EXPIRED = "expired", "Expired"
+
+    account = models.ForeignKey("accounts.Account", on_delete=models.PROTECT, related_name="holds")
+    api_key = models.ForeignKey(
+        "accounts.ApiKey", on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    request_id = models.CharField(max_length=128)
+    amount = models.BigIntegerField()
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.OPEN)
+    created_at = models.DateTimeField(db_default=Now())
+    resolved_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(amount__gt=0), name="hold_amount_positive"),
+            models.CheckConstraint(
+                condition=(Q(status="open") & Q(resolved_at__isnull=True))
+                | (~Q(status="open") & Q(resolved_at__isnull=False)),
+                name="hold_resolved_when_closed",
+            ),
+        ]
+        indexes = [
+            models.Index(
+                fields=["created_at"], condition=Q(status="open"), name="hold_open_by_age"
+            ),
+            models.Index(fields=["account", "status"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"hold #{self.pk} {self.amount} {self.status}"
