@@ -1,0 +1,59 @@
+from django import forms
+from django.contrib import admin
+
+from .models import Channel
+from .selectors import channel_cache_invalidate
+
+
+class ChannelForm(forms.ModelForm):
+    # Write-only: the stored key is never sent back to the browser.
+    base_url = forms.URLField(max_length=500, required=False, assume_scheme="https")
+    upstream_key = forms.CharField(
+        required=False,
+        widget=forms.PasswordInput(render_value=False),
+        help_text="Leave empty to keep the current key.",
+    )
+
+    class Meta:
+        model = Channel
+        fields = [
+            "name",
+            "type",
+            "base_url",
+            "served_models",
+            "model_mapping",
+            "priority",
+            "weight",
+            "status",
+            "request_timeout",
+            "cost_prices",
+        ]
+
+
+@admin.register(Channel)
+class ChannelAdmin(admin.ModelAdmin):
+    form = ChannelForm
+    list_display = ["name", "type", "base_url", "priority", "weight", "status", "has_key"]
+    list_filter = ["type", "status"]
+    search_fields = ["name", "base_url"]
+    actions = ["disable", "enable"]
+
+    @admin.display(boolean=True, description="Key set")
+    def has_key(self, obj: Channel) -> bool:
+        return bool(obj.api_key_encrypted)
+
+    def save_model(self, request, obj, form, change):
+        if form.cleaned_data.get("upstream_key"):
+            obj.api_key = form.cleaned_data["upstream_key"]
+        super().save_model(request, obj, form, change)
+        channel_cache_invalidate()
+
+    @admin.action(description="Disable selected channels")
+    def disable(self, request, queryset):
+        queryset.update(status=Channel.Status.DISABLED)
+        channel_cache_invalidate()
+
+    @admin.action(description="Enable selected channels")
+    def enable(self, request, queryset):
+        queryset.update(status=Channel.Status.ENABLED)
+        channel_cache_invalidate()

@@ -1,0 +1,58 @@
+from django.db import models
+from django.db.models import Q
+
+from . import crypto
+
+
+class Channel(models.Model):
+    """One upstream endpoint that serves a list of models."""
+
+    class Type(models.TextChoices):
+        OPENAI = "openai", "OpenAI-compatible"
+        MOCK = "mock", "Built-in mock"
+
+    class Status(models.TextChoices):
+        ENABLED = "enabled", "Enabled"
+        DISABLED = "disabled", "Disabled"
+
+    name = models.CharField(max_length=100, unique=True)
+    type = models.CharField(max_length=16, choices=Type.choices, default=Type.OPENAI)
+    base_url = models.URLField(max_length=500, blank=True)
+    api_key_encrypted = models.TextField(blank=True, editable=False)
+    # Public model names this channel serves.
+    served_models = models.JSONField(default=list)
+    # Public name -> name sent upstream, for the models that differ.
+    model_mapping = models.JSONField(default=dict, blank=True)
+    priority = models.IntegerField(default=0)
+    weight = models.PositiveIntegerField(default=1)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.ENABLED)
+    # Seconds to wait for the upstream's answer (or, streaming, for each chunk).
+    request_timeout = models.FloatField(null=True, blank=True)
+    # What the upstream charges us, USD per 1M tokens:
+    # {"model": {"input": "0.15", "output": "0.60", "cache_read": ..., ...}}
+    cost_prices = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(weight__gte=1), name="channel_weight_positive"),
+            models.CheckConstraint(
+                condition=Q(request_timeout__isnull=True) | Q(request_timeout__gt=0),
+                name="channel_timeout_positive",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def api_key(self) -> str:
+        return crypto.decrypt(self.api_key_encrypted)
+
+    @api_key.setter
+    def api_key(self, value: str) -> None:
+        self.api_key_encrypted = crypto.encrypt(value)
+
+    def upstream_model(self, model: str) -> str:
+        return self.model_mapping.get(model, model)

@@ -1,0 +1,81 @@
+from dataclasses import dataclass, field
+
+from django.conf import settings
+
+from billing.pricing import Price
+from config.localcache import TTLCache
+
+from .models import Channel
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelInfo:
+    """A channel as the relay sees it: cached per process, key decrypted."""
+
+    id: int
+    name: str
+    type: str
+    base_url: str
+    api_key: str = field(repr=False)
+    models: frozenset[str]
+    model_mapping: dict[str, str]
+    priority: int
+    weight: int
+    cost_prices: dict[str, Price]
+    request_timeout: float | None = None
+
+    def upstream_model(self, model: str) -> str:
+        return self.model_mapping.get(model, model)
+
+
+_channel_cache: TTLCache[list[ChannelInfo]] = TTLCache(
+    lambda: settings.TOLLGATE["CHANNEL_CACHE_TTL"]
+)
+
+
+def _cost_prices(raw: dict) -> dict[str, Price]:
+    prices = {}
+    for model, p in (raw or {}).items():
+        if not isinstance(p, dict) or "input" not in p or "output" not in p:
+            continue
+        prices[model] = Price.from_decimals(
+            model=model,
+            input=p["input"],
+            output=p["output"],
+            cache_read=p.get("cache_read"),
+            cache_write=p.get("cache_write"),
+            reasoning=p.get("reasoning"),
+            request_fee=p.get("request_fee", 0),
+        )
+    return prices
+
+
+def _channels_load() -> list[ChannelInfo]:
+    return [
+        ChannelInfo(
+            id=ch.pk,
+            name=ch.name,
+            type=ch.type,
+            base_url=ch.base_url.rstrip("/"),
+            api_key=ch.api_key,
+            models=frozenset(ch.served_models or ()),
+            model_mapping=dict(ch.model_mapping or {}),
+            priority=ch.priority,
+            weight=ch.weight,
+            cost_prices=_cost_prices(ch.cost_prices),
+            request_timeout=ch.request_timeout,
+        )
+        for ch in Channel.objects.filter(status=Channel.Status.ENABLED).order_by("-priority", "pk")
+    ]
+
+
+def channels_enabled() -> list[ChannelInfo]:
+    return _channel_cache.get_or_load("enabled", _channels_load)
+
+
+def channels_for_model(model: str) -> list[ChannelInfo]:
+    return [ch for ch in channels_enabled() if model in ch.models]
+
+
+def channel_cache_invalidate() -> None:
+    _channel_cache.invalidate()

@@ -1,0 +1,97 @@
+from django.db import models
+from django.db.models import Q
+from django.db.models.functions import Now
+
+
+class UsageRecord(models.Model):
+    """One request as served: the source of truth for what a customer is billed.
+
+    Token kinds are disjoint, each billed once at its own price:
+    ``input_tokens`` (uncached prompt), ``cache_read_tokens``, ``cache_write_tokens``,
+    ``output_tokens`` (completion without reasoning) and ``reasoning_tokens``.
+    """
+
+    class Status(models.TextChoices):
+        SUCCESS = "success", "Success"
+        # Client went away mid-stream; billed for what was delivered.
+        CANCELLED = "cancelled", "Cancelled by client"
+        # Upstream failed after the stream started; billed for what was delivered.
+        INTERRUPTED = "interrupted", "Interrupted upstream"
+        # No upstream could serve it; nothing billed.
+        UPSTREAM_ERROR = "upstream_error", "Upstream error"
+        # Refused before any upstream call (validation, policy, balance).
+        REJECTED = "rejected", "Rejected"
+
+    request_id = models.CharField(max_length=128, db_index=True)
+    account = models.ForeignKey(
+        "accounts.Account", on_delete=models.PROTECT, related_name="usage_records"
+    )
+    api_key = models.ForeignKey(
+        "accounts.ApiKey", on_delete=models.PROTECT, null=True, related_name="usage_records"
+    )
+    hold = models.OneToOneField(
+        "billing.Hold", on_delete=models.PROTECT, null=True, blank=True, related_name="usage"
+    )
+    endpoint = models.CharField(max_length=32, default="chat.completions")
+    model_requested = models.CharField(max_length=200)
+    model_served = models.CharField(max_length=200, blank=True)
+    upstream_model = models.CharField(max_length=200, blank=True)
+    channel = models.ForeignKey(
+        "relay.Channel", on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    attempts = models.JSONField(default=list, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices)
+    http_status = models.PositiveSmallIntegerField()
+    error_code = models.CharField(max_length=64, blank=True)
+    stream = models.BooleanField(default=False)
+
+    input_tokens = models.PositiveIntegerField(default=0)
+    cache_read_tokens = models.PositiveIntegerField(default=0)
+    cache_write_tokens = models.PositiveIntegerField(default=0)
+    output_tokens = models.PositiveIntegerField(default=0)
+    reasoning_tokens = models.PositiveIntegerField(default=0)
+    # True when the completion was counted locally because no upstream usage arrived.
+    estimated = models.BooleanField(default=False)
+
+    price_snapshot = models.JSONField(default=dict, blank=True)
+    cost = models.BigIntegerField(default=0)  # micro-USD charged to the customer
+    upstream_cost = models.BigIntegerField(default=0)  # micro-USD owed upstream
+
+    latency_ms = models.PositiveIntegerField(default=0)
+    ttft_ms = models.PositiveIntegerField(null=True, blank=True)
+    user = models.CharField(max_length=256, blank=True)
+    client_ip = models.GenericIPAddressField(null=True, blank=True)
+    created_at = models.DateTimeField(db_default=Now())
+    settled_at = models.DateTimeField(null=True, blank=True)
+    settlement = models.ForeignKey(
+        "billing.Transaction", on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(cost__gte=0) & Q(upstream_cost__gte=0), name="usage_cost_nonnegative"
+            ),
+            models.CheckConstraint(
+                condition=Q(status="rejected") | Q(hold__isnull=False) | Q(cost=0),
+                name="usage_charged_only_with_hold",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["account", "-created_at"]),
+            models.Index(fields=["api_key", "-created_at"]),
+            models.Index(
+                fields=["created_at"], condition=Q(settled_at__isnull=True), name="usage_unsettled"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.request_id} {self.model_requested} {self.status}"
+
+    @property
+    def prompt_tokens(self) -> int:
+        return self.input_tokens + self.cache_read_tokens + self.cache_write_tokens
+
+    @property
+    def completion_tokens(self) -> int:
+        return self.output_tokens + self.reasoning_tokens
