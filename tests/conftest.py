@@ -1,0 +1,85 @@
+import time
+
+import pytest
+import redis
+from django.conf import settings
+from django.db import connection
+
+from config import celery_app
+from config.localcache import clear_all
+
+from .servers import ServerThread
+from .upstream import FakeUpstream
+
+
+def pytest_configure(config):
+    if not settings.DATABASES["default"]["ENGINE"].endswith("postgresql"):
+        raise pytest.UsageError(
+            "The tests run against PostgreSQL and Redis: use `bash scripts/test` "
+            "(or set DATABASE_URL and REDIS_URL)."
+        )
+
+
+@pytest.fixture(autouse=True)
+def _fresh_state():
+    """Each test starts with empty per-process caches and an empty Redis database."""
+    clear_all()
+    redis.Redis.from_url(settings.REDIS_URL).flushdb()
+    yield
+    clear_all()
+
+
+@pytest.fixture(scope="session")
+def tollgate_server(django_db_setup, django_db_blocker):
+    """Tollgate's ASGI app served by uvicorn on a loopback port."""
+    from config.asgi import application
+
+    server = ServerThread(application).start()
+    yield server
+    server.stop()
+    with django_db_blocker.unblock():
+        # The server's worker threads hold their own connections to the test
+        # database; close them so it can be dropped.
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+
+
+@pytest.fixture(scope="session")
+def _upstream_server():
+    fake = FakeUpstream()
+    server = ServerThread(fake).start()
+    fake.base_url = f"{server.url}/v1"
+    yield fake
+    server.stop()
+
+
+@pytest.fixture
+def upstream(_upstream_server):
+    """A loopback OpenAI-compatible upstream, reset for each test."""
+    _upstream_server.reset()
+    return _upstream_server
+
+
+@pytest.fixture(scope="session")
+def celery_worker_thread(django_db_setup, django_db_blocker):
+    """A real Celery worker consuming from the real Redis broker, in a thread."""
+    from celery.contrib.testing.worker import start_worker
+
+    redis.Redis.from_url(settings.REDIS_URL).flushdb()
+    with django_db_blocker.unblock():
+        with start_worker(celery_app, pool="solo", perform_ping_check=False, shutdown_timeout=10):
+            yield
+
+
+def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(interval)

@@ -1,0 +1,206 @@
+"""Refusals: every one is an OpenAI-shaped error, reaches no upstream and moves no money."""
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from accounts.services import api_key_revoke
+from billing.models import Hold, Transaction
+from tests.factories import AccountFactory, ApiKeyFactory
+from usage.models import UsageRecord
+
+from .conftest import chat
+
+
+def assert_nothing_moved(env, upstream):
+    account = env.refresh()
+    assert (account.balance, account.held) == (5_000_000, 0)
+    assert upstream.calls == 0
+    assert not Hold.objects.exists()
+    assert not Transaction.objects.filter(kind="charge").exists()
+
+
+def error_of(response, status):
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/json"
+    body = response.json()
+    assert set(body) == {"error"}
+    assert set(body["error"]) == {"message", "type", "param", "code"}
+    assert body["error"]["message"]
+    return body["error"]
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"messages": [{"role": "user", "content": "hi"}]}, "model"),
+        ({"model": "", "messages": [{"role": "user", "content": "hi"}]}, "model"),
+        ({"model": "gpt-4o-mini"}, "messages"),
+        ({"model": "gpt-4o-mini", "messages": []}, "messages"),
+        ({"model": "gpt-4o-mini", "messages": "hi"}, "messages"),
+        ({"model": "gpt-4o-mini", "messages": ["hi"]}, "messages[0]"),
+        ({"model": "gpt-4o-mini", "messages": [{"content": "hi"}]}, "messages[0].role"),
+        (chat(max_tokens=0), "max_tokens"),
+        (chat(max_tokens=-5), "max_tokens"),
+        (chat(max_tokens=1.5), "max_tokens"),
+        (chat(max_completion_tokens=0), "max_completion_tokens"),
+        (chat(temperature=2.5), "temperature"),
+        (chat(temperature=-0.1), "temperature"),
+        (chat(temperature="hot"), "temperature"),
+        (chat(top_p=1.01), "top_p"),
+        (chat(n=0), "n"),
+        (chat(n=True), "n"),
+        (chat(stream="yes"), "stream"),
+        (chat(stream_options={"include_usage": True}), "stream_options"),
+        (chat(stream=False, stream_options={"include_usage": True}), "stream_options"),
+        (chat(user=42), "user"),
+    ],
+)
+def test_invalid_bodies_get_400_naming_the_param(relay_env, upstream, body, param):
+    error = error_of(relay_env.post(body), 400)
+    assert error["type"] == "invalid_request_error"
+    assert error["param"] == param
+    assert_nothing_moved(relay_env, upstream)
+
+
+@pytest.mark.parametrize("raw", [b"", b"{not json", b"[1, 2]", b'"text"', b"\xff\xfe"])
+def test_unparseable_bodies_get_400(relay_env, upstream, raw):
+    error = error_of(relay_env.post(None, raw=raw), 400)
+    assert error["type"] == "invalid_request_error"
+    assert_nothing_moved(relay_env, upstream)
+
+
+def test_rejected_requests_are_in_the_usage_log_unbilled(relay_env, upstream):
+    relay_env.post(chat(temperature=9), headers={"x-request-id": "bad-temp"})
+    record = UsageRecord.objects.get(request_id="bad-temp")
+    assert record.status == "rejected"
+    assert record.http_status == 400
+    assert record.cost == 0
+    assert record.settled_at is not None
+    assert record.api_key_id == relay_env.key.id
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"authorization": "Bearer"},
+        {"authorization": "Basic dXNlcjpwYXNz"},
+        {"authorization": "Bearer sk-not-ours"},
+        {"authorization": "Bearer sk-tg-" + "A" * 38},  # right shape, wrong checksum
+    ],
+)
+def test_missing_or_malformed_keys_get_401(relay_env, upstream, headers):
+    response = relay_env.http.post("/v1/chat/completions", json=chat(), headers=headers)
+    error = error_of(response, 401)
+    assert error["type"] == "authentication_error"
+    assert error["code"] == "invalid_api_key"
+    assert_nothing_moved(relay_env, upstream)
+
+
+def test_well_formed_but_unknown_key_gets_401(relay_env, upstream):
+    from accounts.keys import key_generate
+
+    error = error_of(relay_env.post(chat(), key=key_generate()), 401)
+    assert error["code"] == "invalid_api_key"
+    assert_nothing_moved(relay_env, upstream)
+
+
+def test_revoked_key_is_refused_at_once(relay_env, upstream):
+    assert relay_env.post(chat()).status_code == 200
+    upstream.reset()
+
+    api_key_revoke(api_key=relay_env.key)
+
+    error = error_of(relay_env.post(chat()), 401)
+    assert error["code"] == "invalid_api_key"
+    assert upstream.calls == 0
+
+
+def test_revocation_from_another_process_is_enforced_by_the_hold(relay_env, upstream):
+    """Even while this process still has the key cached as active, the reservation
+    statement re-checks the key in the database."""
+    assert relay_env.post(chat()).status_code == 200
+    upstream.reset()
+    type(relay_env.key).objects.filter(pk=relay_env.key.pk).update(
+        status="revoked"
+    )  # no cache invalidation
+
+    error = error_of(relay_env.post(chat()), 401)
+    assert error["code"] == "invalid_api_key"
+    assert upstream.calls == 0
+
+
+def test_expired_key_gets_401(relay_env, upstream):
+    key = ApiKeyFactory(account=relay_env.account, expires_at=timezone.now() - timedelta(seconds=1))
+    error = error_of(relay_env.post(chat(), key=key.secret), 401)
+    assert "expired" in error["message"]
+    assert_nothing_moved(relay_env, upstream)
+
+
+def test_unpriced_model_is_404(relay_env, upstream):
+    error = error_of(relay_env.post({**chat(), "model": "gpt-9-ultra"}), 404)
+    assert error["code"] == "model_not_found"
+    assert error["param"] == "model"
+    assert_nothing_moved(relay_env, upstream)
+
+
+def test_model_outside_the_keys_allowed_list_is_403(relay_env, upstream):
+    key = ApiKeyFactory(account=relay_env.account, allowed_models=["o4-mini"])
+    error = error_of(relay_env.post(chat(), key=key.secret), 403)
+    assert (error["type"], error["code"]) == ("permission_error", "model_not_allowed")
+    assert_nothing_moved(relay_env, upstream)
+
+
+def test_address_outside_the_keys_allowlist_is_403(relay_env, upstream):
+    key = ApiKeyFactory(account=relay_env.account, ip_allowlist=["10.0.0.0/8"])
+    error = error_of(relay_env.post(chat(), key=key.secret), 403)
+    assert error["code"] == "ip_not_allowed"
+    allowed = ApiKeyFactory(account=relay_env.account, ip_allowlist=["127.0.0.0/8"])
+    assert relay_env.post(chat(), key=allowed.secret).status_code == 200
+
+
+def test_balance_that_cannot_cover_the_hold_is_403_and_no_upstream_call(relay_env, upstream):
+    poor = AccountFactory(price_group=relay_env.group, credit=1)
+    key = ApiKeyFactory(account=poor)
+
+    error = error_of(relay_env.post(chat(), key=key.secret), 403)
+
+    assert (error["type"], error["code"]) == ("billing_error", "insufficient_balance")
+    assert upstream.calls == 0
+    poor.refresh_from_db()
+    assert (poor.balance, poor.held) == (1, 0)
+
+
+def test_zero_balance_account_is_refused(relay_env, upstream):
+    empty = AccountFactory(price_group=relay_env.group)
+    key = ApiKeyFactory(account=empty)
+    error = error_of(relay_env.post(chat(max_tokens=1), key=key.secret), 403)
+    assert error["code"] == "insufficient_balance"
+    assert upstream.calls == 0
+
+
+def test_suspended_account_is_refused(relay_env, upstream):
+    type(relay_env.account).objects.filter(pk=relay_env.account.pk).update(status="suspended")
+    error = error_of(relay_env.post(chat()), 403)
+    assert (error["type"], error["code"]) == ("permission_error", "account_suspended")
+    assert upstream.calls == 0
+
+
+def test_account_suspended_after_its_key_was_cached_is_refused_by_the_hold(relay_env, upstream):
+    assert relay_env.post(chat()).status_code == 200
+    upstream.reset()
+    type(relay_env.account).objects.filter(pk=relay_env.account.pk).update(status="suspended")
+    error = error_of(relay_env.post(chat()), 403)
+    assert error["code"] == "account_suspended"
+    assert upstream.calls == 0
+
+
+def test_wrong_method_is_405_in_the_same_shape(relay_env):
+    response = relay_env.http.get(
+        "/v1/chat/completions", headers={"authorization": f"Bearer {relay_env.key.secret}"}
+    )
+    error = error_of(response, 405)
+    assert response.headers["allow"] == "POST"
+    assert error["code"] == "method_not_allowed"

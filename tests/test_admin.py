@@ -1,0 +1,111 @@
+"""The Django admin as staff use it: lists, the one-time key secret, top-ups, read-only ledger."""
+
+import pytest
+
+from accounts.models import ApiKey
+from billing.models import Entry, Transaction
+from tests.factories import AccountFactory, ApiKeyFactory, ChannelFactory, ModelPriceFactory
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def account():
+    return AccountFactory(name="Acme Corp", price_group=ModelPriceFactory().group, credit=3_000_000)
+
+
+def test_lists_show_accounts_prices_channels_and_keys_without_secrets(admin_client, account):
+    key = ApiKeyFactory(account=account, name="prod backend")
+    channel = ChannelFactory(name="primary-openai", api_key="sk-upstream-very-secret-999")
+
+    page = admin_client.get("/admin/accounts/account/").content.decode()
+    assert "Acme Corp" in page and "$3.000000" in page
+
+    page = admin_client.get("/admin/accounts/apikey/").content.decode()
+    assert "prod backend" in page and key.prefix in page
+    assert key.secret not in page and key.key_hash not in page
+    page = admin_client.get(f"/admin/accounts/apikey/{key.pk}/change/").content.decode()
+    assert key.secret not in page and key.key_hash not in page
+
+    assert "gpt-4o-mini" in admin_client.get("/admin/billing/modelprice/").content.decode()
+    for url in ["/admin/relay/channel/", f"/admin/relay/channel/{channel.pk}/change/"]:
+        page = admin_client.get(url).content.decode()
+        assert "primary-openai" in page
+        assert "sk-upstream-very-secret-999" not in page
+        assert channel.api_key_encrypted not in page
+    assert admin_client.get("/admin/usage/usagerecord/").status_code == 200
+
+
+def test_key_created_in_admin_shows_its_secret_once(admin_client, account):
+    response = admin_client.post(
+        "/admin/accounts/apikey/add/",
+        {"account": account.pk, "name": "from admin", "allowed_models": "[]", "ip_allowlist": "[]"},
+        follow=True,
+    )
+    page = response.content.decode()
+    key = ApiKey.objects.get(name="from admin")
+    start = page.index("sk-tg-")
+    secret = page[start : start + 44]
+    from accounts.keys import key_hash
+
+    assert key_hash(secret) == key.key_hash
+    assert (
+        secret not in admin_client.get(f"/admin/accounts/apikey/{key.pk}/change/").content.decode()
+    )
+
+
+def test_top_up_from_admin_posts_to_the_ledger(admin_client, admin_user, account):
+    response = admin_client.post(
+        f"/admin/accounts/account/{account.pk}/credit/",
+        {"amount_usd": "12.50", "kind": "topup", "memo": "invoice 1001"},
+    )
+    assert response.status_code == 302
+    account.refresh_from_db()
+    assert account.balance == 15_500_000
+    txn = Transaction.objects.get(memo="invoice 1001")
+    assert txn.created_by == admin_user
+    assert sum(txn.entries.values_list("amount", flat=True)) == 0
+
+
+def test_invalid_top_up_is_shown_in_place_and_changes_nothing(admin_client, account):
+    response = admin_client.post(
+        f"/admin/accounts/account/{account.pk}/credit/",
+        {"amount_usd": "-5", "kind": "topup", "memo": "oops"},
+    )
+    assert response.status_code == 200
+    assert "A top-up must be positive" in response.content.decode()
+    account.refresh_from_db()
+    assert account.balance == 3_000_000
+
+
+def test_balance_cannot_be_edited_by_hand(admin_client, account):
+    admin_client.post(
+        f"/admin/accounts/account/{account.pk}/change/",
+        {
+            "name": "Acme Corp",
+            "status": "active",
+            "price_group": account.price_group_id,
+            "overdraft_limit": 0,
+            "balance": 999_999_999,
+            "memberships-TOTAL_FORMS": 0,
+            "memberships-INITIAL_FORMS": 0,
+        },
+    )
+    account.refresh_from_db()
+    assert account.balance == 3_000_000
+
+
+def test_ledger_is_read_only(admin_client, account):
+    entry = Entry.objects.first()
+    assert admin_client.get(f"/admin/billing/entry/{entry.pk}/change/").status_code == 200
+    assert (
+        admin_client.post(f"/admin/billing/entry/{entry.pk}/change/", {"amount": 1}).status_code
+        == 403
+    )
+    assert admin_client.get("/admin/billing/entry/add/").status_code == 403
+    assert (
+        admin_client.post(f"/admin/billing/entry/{entry.pk}/delete/", {"post": "yes"}).status_code
+        == 403
+    )
+    entry.refresh_from_db()
+    assert entry.amount == 3_000_000
