@@ -3,11 +3,15 @@ from decimal import Decimal
 
 import httpx
 import pytest
+import redis
+from django.conf import settings
 
 from accounts.models import Account, ApiKey
 from billing.models import PriceGroup
 from relay.models import Channel
+from tests.conftest import wait_for
 from tests.factories import AccountFactory, ApiKeyFactory, ChannelFactory, ModelPriceFactory
+from usage.models import UsageRecord
 
 
 @dataclass
@@ -60,6 +64,21 @@ def relay_env(transactional_db, tollgate_server, upstream, celery_worker_thread)
             url=tollgate_server.url,
             http=http,
         )
+    settle_in_flight()
+
+
+def settle_in_flight() -> None:
+    """Wait until the worker has finished every task of this test (nothing queued,
+    nothing taken and unacknowledged) so the flush between tests cannot race a
+    settlement transaction."""
+    broker = redis.Redis.from_url(settings.REDIS_URL)
+    wait_for(
+        lambda: (
+            broker.llen("celery") == 0
+            and broker.hlen("unacked") == 0
+            and not UsageRecord.objects.filter(settled_at__isnull=True).exists()
+        )
+    )
 
 
 def chat(content: str = "Hello there", **extra):
