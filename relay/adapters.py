@@ -7,8 +7,9 @@ channel when ``retryable`` is set.
 
 import asyncio
 import re
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 import orjson
@@ -16,7 +17,7 @@ from django.conf import settings
 
 from billing.pricing import TokenCounts
 
-from . import mock
+from . import mock, sse
 from .client import upstream_client
 from .errors import ApiError
 from .normalize import tokens_from_openai
@@ -50,6 +51,30 @@ class UpstreamReply:
     body: dict[str, Any]
     upstream_usage: dict[str, Any] | None
     tokens: TokenCounts | None
+
+
+class UpstreamStreamError(Exception):
+    """The upstream failed after its stream had started."""
+
+    def __init__(self, message: str, code: str = "upstream_stream_failed") -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+@dataclass(slots=True)
+class StreamEvent:
+    """One ``chat.completion.chunk``. ``raw`` holds the exact SSE bytes received when
+    the event may be forwarded unchanged."""
+
+    data: dict[str, Any]
+    raw: bytes | None = None
+
+
+class UpstreamStream(Protocol):
+    def __aiter__(self) -> AsyncIterator[StreamEvent]: ...
+
+    async def aclose(self) -> None: ...
 
 
 _SECRET_PATTERNS = [
@@ -126,7 +151,8 @@ def failure_from_status(response: httpx.Response, channel: ChannelInfo) -> Upstr
 class OpenAIAdapter:
     """Any OpenAI-compatible ``/chat/completions`` endpoint."""
 
-    def _request(self, channel: ChannelInfo, body: dict[str, Any]) -> dict[str, Any]:
+    def _request(self, channel: ChannelInfo, body: dict[str, Any]) -> httpx.Request:
+        client = upstream_client()
         extra: dict[str, Any] = {}
         if channel.request_timeout:
             cfg = settings.TOLLGATE
@@ -136,20 +162,23 @@ class OpenAIAdapter:
                 write=30.0,
                 pool=cfg["UPSTREAM_CONNECT_TIMEOUT"],
             )
-        return {
-            **extra,
-            "url": f"{channel.base_url}/chat/completions",
-            "content": orjson.dumps(body),
-            "headers": {
+        return client.build_request(
+            "POST",
+            f"{channel.base_url}/chat/completions",
+            content=orjson.dumps(body),
+            headers={
                 "authorization": f"Bearer {channel.api_key}",
                 "content-type": "application/json",
-                "accept": "application/json",
+                "accept": "text/event-stream" if body.get("stream") else "application/json",
             },
-        }
+            **extra,
+        )
 
-    async def complete(self, channel: ChannelInfo, body: dict[str, Any]) -> UpstreamReply:
+    async def _send(
+        self, channel: ChannelInfo, body: dict[str, Any], *, stream: bool
+    ) -> httpx.Response:
         try:
-            response = await upstream_client().post(**self._request(channel, body))
+            response = await upstream_client().send(self._request(channel, body), stream=stream)
         except httpx.TimeoutException:
             raise UpstreamFailure(
                 504, "The upstream provider timed out.", code="upstream_timeout"
@@ -159,7 +188,18 @@ class OpenAIAdapter:
                 502, "The upstream provider could not be reached.", code="upstream_unreachable"
             ) from None
         if response.status_code >= 400:
+            if stream:
+                try:
+                    await response.aread()
+                except httpx.HTTPError:
+                    pass
+                finally:
+                    await response.aclose()
             raise failure_from_status(response, channel)
+        return response
+
+    async def complete(self, channel: ChannelInfo, body: dict[str, Any]) -> UpstreamReply:
+        response = await self._send(channel, body, stream=False)
         try:
             data = orjson.loads(response.content)
         except orjson.JSONDecodeError:
@@ -181,30 +221,116 @@ class OpenAIAdapter:
             body=data, upstream_usage=usage, tokens=tokens_from_openai(usage) if usage else None
         )
 
+    async def open_stream(self, channel: ChannelInfo, body: dict[str, Any]) -> UpstreamStream:
+        return OpenAIStream(await self._send(channel, body, stream=True))
+
+
+class OpenAIStream:
+    """The chunks of an OpenAI-compatible SSE stream, as they arrive."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self._response = response
+
+    async def __aiter__(self) -> AsyncIterator[StreamEvent]:
+        decoder = sse.SSEDecoder()
+        finished = False
+        try:
+            async for chunk in self._response.aiter_raw():
+                for event in decoder.feed(chunk):
+                    parsed = _parse_event(event)
+                    if parsed is None:
+                        continue
+                    if parsed is sse.DONE:
+                        return
+                    if any(
+                        isinstance(c, dict) and c.get("finish_reason")
+                        for c in parsed.get("choices") or ()
+                    ):
+                        finished = True
+                    yield StreamEvent(data=parsed, raw=event + b"\n\n")
+        except httpx.TimeoutException:
+            raise UpstreamStreamError(
+                "The upstream provider stopped sending.", "upstream_timeout"
+            ) from None
+        except httpx.HTTPError:
+            raise UpstreamStreamError("The upstream provider's stream broke off.") from None
+        tail = decoder.flush()
+        if tail is not None and _parse_event(tail) is sse.DONE:
+            return
+        if not finished:
+            raise UpstreamStreamError("The upstream provider's stream ended early.")
+
+    async def aclose(self) -> None:
+        # Closing an unfinished response drops the connection: the upstream sees the
+        # request cancelled and stops generating.
+        await self._response.aclose()
+
+
+def _parse_event(event: bytes) -> Any:
+    data = sse.event_data(event)
+    if data is None:
+        return None
+    if data.strip() == sse.DONE:
+        return sse.DONE
+    try:
+        parsed = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        raise UpstreamStreamError("The upstream provider sent a malformed event.") from None
+    if not isinstance(parsed, dict):
+        raise UpstreamStreamError("The upstream provider sent a malformed event.")
+    if "error" in parsed and "choices" not in parsed:
+        raise UpstreamStreamError("The upstream provider reported an error mid-stream.")
+    return parsed
+
+
+class MockStream:
+    def __init__(self, body: dict[str, Any]) -> None:
+        self._chunks = mock.completion_chunks(body)
+
+    async def __aiter__(self) -> AsyncIterator[StreamEvent]:
+        try:
+            async for chunk in self._chunks:
+                yield StreamEvent(data=chunk)
+        except mock.MockStreamBroken as exc:
+            raise UpstreamStreamError(str(exc)) from None
+
+    async def aclose(self) -> None:
+        await self._chunks.aclose()
+
 
 class MockAdapter:
     """The built-in offline upstream."""
+
+    @staticmethod
+    def _scripted_failure(channel: ChannelInfo, body: dict[str, Any]) -> None:
+        status = mock.options(body).get("status")
+        if isinstance(status, int) and status >= 400:
+            fake = httpx.Response(status, json={"error": {"message": "mock failure"}})
+            raise failure_from_status(fake, channel)
 
     async def complete(self, channel: ChannelInfo, body: dict[str, Any]) -> UpstreamReply:
         opts = mock.options(body)
         if opts.get("delay_ms"):
             await asyncio.sleep(float(opts["delay_ms"]) / 1000)
-        status = opts.get("status")
-        if isinstance(status, int) and status >= 400:
-            fake = httpx.Response(status, json={"error": {"message": "mock failure"}})
-            raise failure_from_status(fake, channel)
+        self._scripted_failure(channel, body)
         data = mock.completion(body)
         usage = data.get("usage")
         return UpstreamReply(
             body=data, upstream_usage=usage, tokens=tokens_from_openai(usage) if usage else None
         )
 
+    async def open_stream(self, channel: ChannelInfo, body: dict[str, Any]) -> UpstreamStream:
+        self._scripted_failure(channel, body)
+        return MockStream(body)
 
-ADAPTERS: dict[str, OpenAIAdapter | MockAdapter] = {
+
+Adapter = OpenAIAdapter | MockAdapter
+
+ADAPTERS: dict[str, Adapter] = {
     "openai": OpenAIAdapter(),
     "mock": MockAdapter(),
 }
 
 
-def adapter_for(channel: ChannelInfo) -> OpenAIAdapter | MockAdapter:
+def adapter_for(channel: ChannelInfo) -> Adapter:
     return ADAPTERS[channel.type]

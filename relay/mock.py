@@ -15,7 +15,7 @@ answer after a tool result), ``n`` choices, streaming with usage at the end. A
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import orjson
@@ -160,7 +160,7 @@ def _pieces(text: str) -> list[str]:
     return [w if i == 0 else " " + w for i, w in enumerate(words)] if text else []
 
 
-async def completion_chunks(body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+async def completion_chunks(body: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
     """The same answer as ``completion`` as a sequence of ``chat.completion.chunk``s."""
     opts = options(body)
     delay = float(opts.get("delay_ms") or 0) / 1000

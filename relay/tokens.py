@@ -54,16 +54,17 @@ def count_messages(messages: list[Any]) -> int:
     return total
 
 
-def completion_text(body: dict[str, Any]) -> str:
-    """All generated text in a chat completion: message contents and tool-call arguments."""
-    parts: list[str] = []
+def count_completion(body: dict[str, Any]) -> int:
+    """Tokens generated in a chat completion: each choice's text and tool calls."""
+    total = 0
     for choice in body.get("choices") or ():
-        if not isinstance(choice, dict):
+        if not isinstance(choice, dict) or not isinstance(choice.get("message"), dict):
             continue
-        message = choice.get("message") or {}
-        parts.append(content_text(message.get("content")))
+        message = choice["message"]
+        parts = [content_text(message.get("content"))]
         for call in message.get("tool_calls") or ():
-            if isinstance(call, dict):
-                fn = call.get("function") or {}
+            if isinstance(call, dict) and isinstance(call.get("function"), dict):
+                fn = call["function"]
                 parts.append(str(fn.get("name", "")) + str(fn.get("arguments", "")))
-    return "".join(parts)
+        total += count_text("".join(parts))
+    return total

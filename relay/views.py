@@ -5,12 +5,10 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
-from asgiref.sync import sync_to_async
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from billing.pricing import TokenCounts
@@ -23,17 +21,13 @@ from .normalize import usage_payload
 from .router import MAX_ATTEMPTS, route_order
 from .selectors import ChannelInfo
 from .services import Grant, Outcome, authenticate, relay_authorize, relay_finish
-from .tokens import completion_text, count_messages, count_text
+from .streaming import StreamRelay, open_with_failover
+from .threads import db
+from .tokens import count_completion, count_messages
 
 logger = logging.getLogger("tollgate.relay")
 
-T = TypeVar("T")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
-
-
-def db(fn: Callable[..., T]) -> Callable[..., Awaitable[T]]:
-    """Run a synchronous database step on a worker thread (its own connection)."""
-    return sync_to_async(fn, thread_sensitive=False)
 
 
 def request_id_for(request: HttpRequest) -> str:
@@ -141,28 +135,14 @@ async def _complete(grant: Grant, started: float) -> HttpResponse:
         await _finish(grant, _cancelled(grant, attempts, started))
         raise
     except UpstreamFailure as exc:
-        await _finish(
-            grant,
-            Outcome(
-                status=UsageRecord.Status.UPSTREAM_ERROR,
-                http_status=exc.status,
-                error_code=exc.code,
-                attempts=attempts,
-                latency_ms=_elapsed_ms(started),
-            ),
-        )
-        if exc.client_error is not None:
-            return exc.client_error.response(grant.request_id)
-        return errors.upstream_error(exc.status, exc.message, grant.request_id, exc.code).response(
-            grant.request_id
-        )
+        return await _upstream_failed(grant, exc, attempts, started)
 
     tokens = reply.tokens
     estimated = tokens is None
     if tokens is None:
         tokens = TokenCounts(
             input=count_messages(grant.body.get("messages") or []),
-            output=count_text(completion_text(reply.body)),
+            output=count_completion(reply.body),
         )
     _, cost = await _finish(
         grant,
@@ -180,8 +160,54 @@ async def _complete(grant: Grant, started: float) -> HttpResponse:
     return _json(reply.body, grant.request_id)
 
 
+async def _upstream_failed(grant: Grant, exc: UpstreamFailure, attempts, started) -> HttpResponse:
+    await _finish(
+        grant,
+        Outcome(
+            status=UsageRecord.Status.UPSTREAM_ERROR,
+            http_status=exc.status,
+            error_code=exc.code,
+            attempts=attempts,
+            latency_ms=_elapsed_ms(started),
+        ),
+    )
+    if exc.client_error is not None:
+        return exc.client_error.response(grant.request_id)
+    return errors.upstream_error(exc.status, exc.message, grant.request_id, exc.code).response(
+        grant.request_id
+    )
+
+
+async def _stream(grant: Grant, started: float) -> HttpResponse | StreamingHttpResponse:
+    attempts: list[dict[str, Any]] = []
+    try:
+        channel, stream, events, first = await open_with_failover(grant, attempts)
+    except asyncio.CancelledError:
+        await _finish(grant, _cancelled(grant, attempts, started))
+        raise
+    except UpstreamFailure as exc:
+        return await _upstream_failed(grant, exc, attempts, started)
+    relay = StreamRelay(
+        grant=grant,
+        channel=channel,
+        stream=stream,
+        events=events,
+        first=first,
+        attempts=attempts,
+        started=started,
+    )
+    task = asyncio.current_task()
+    if task is not None:
+        task.add_done_callback(relay.finish_if_never_started)
+    response = StreamingHttpResponse(relay.body(), content_type="text/event-stream; charset=utf-8")
+    response["x-request-id"] = grant.request_id
+    response["cache-control"] = "no-cache"
+    response["x-accel-buffering"] = "no"
+    return response
+
+
 @csrf_exempt
-async def chat_completions(request: HttpRequest) -> HttpResponse:
+async def chat_completions(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
     started = time.perf_counter()
     request_id = request_id_for(request)
     if request.method != "POST":
@@ -193,6 +219,8 @@ async def chat_completions(request: HttpRequest) -> HttpResponse:
             client_ip=client_ip(request),
             request_id=request_id,
         )
+        if grant.params.stream:
+            return await _stream(grant, started)
         return await _complete(grant, started)
     except ApiError as exc:
         return exc.response(request_id)
