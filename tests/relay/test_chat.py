@@ -1,11 +1,13 @@
 """Non-streaming chat completions through a loopback upstream, end to end."""
 
+import httpx
 import openai
 import pytest
 
 from billing.models import Entry, Hold, LedgerAccount, Transaction
 from billing.pricing import micro_to_usd
 from relay import mock
+from relay.tokens import count_messages
 from tests.conftest import wait_for
 from usage.models import UsageRecord
 
@@ -277,3 +279,26 @@ def test_settlement_uses_the_ledger_and_every_transaction_balances(relay_env):
         Entry.objects.filter(ledger_account=customer).values_list("amount", flat=True)
     )
     assert relay_env.refresh().balance == entries_total
+
+
+def test_client_leaving_a_non_streaming_request_is_billed_for_the_prompt(relay_env, upstream):
+    upstream.then(delay=1.5)
+    body = chat("I will not wait")
+    try:
+        relay_env.http.post(
+            "/v1/chat/completions",
+            json=body,
+            headers={
+                "authorization": f"Bearer {relay_env.key.secret}",
+                "x-request-id": "impatient",
+            },
+            timeout=0.3,
+        )
+    except httpx.ReadTimeout:
+        pass
+    record = settled("impatient")
+    assert record.status == "cancelled"
+    assert record.estimated is True
+    assert record.input_tokens == count_messages(body["messages"])
+    assert record.output_tokens == 0
+    assert relay_env.refresh().balance == 5_000_000 - record.cost
