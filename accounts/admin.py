@@ -12,6 +12,7 @@ from billing.pricing import micro_to_usd, usd_to_micro
 from billing.services import LedgerError, account_credit
 
 from .models import Account, ApiKey, Membership
+from .selectors import auth_cache_invalidate
 from .services import account_create, api_key_create, api_key_revoke, api_key_update
 
 
@@ -57,6 +58,9 @@ class AccountAdmin(admin.ModelAdmin):
         "status",
         "price_group",
         "overdraft_limit",
+        "concurrency_limit",
+        "auto_strategy",
+        "auto_models",
         "balance_usd",
         "held_usd",
         "available_usd",
@@ -92,7 +96,11 @@ class AccountAdmin(admin.ModelAdmin):
                 status=obj.status,
                 price_group=obj.price_group,
                 overdraft_limit=obj.overdraft_limit,
+                concurrency_limit=obj.concurrency_limit,
+                auto_strategy=obj.auto_strategy,
+                auto_models=obj.auto_models,
             )
+            auth_cache_invalidate()
         else:
             created = account_create(
                 name=obj.name, price_group=obj.price_group, overdraft_limit=obj.overdraft_limit

@@ -5,6 +5,12 @@ from django.db.models import F, Q
 from .keys import key_display
 
 
+class AutoStrategy(models.TextChoices):
+    CHEAPEST = "cheapest", "Cheapest"
+    FASTEST = "fastest", "Fastest (moving average latency)"
+    ORDERED = "ordered", "Ordered list"
+
+
 class Account(models.Model):
     """The billing tenant. Users are members; money and keys belong to the account."""
 
@@ -25,6 +31,14 @@ class Account(models.Model):
     # How far settlement may take the balance below zero when a request costs more
     # than its hold (micro-USD).
     overdraft_limit = models.BigIntegerField(default=0)
+    # Requests in flight at once, over all the account's keys (empty: no limit).
+    concurrency_limit = models.PositiveIntegerField(null=True, blank=True)
+    # How ``model: "auto"`` picks a model among those the key may use.
+    auto_strategy = models.CharField(
+        max_length=16, choices=AutoStrategy.choices, default=AutoStrategy.CHEAPEST
+    )
+    # Candidates for ``auto`` (in order, for the ordered strategy); empty: all allowed.
+    auto_models = models.JSONField(default=list, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -30,6 +30,9 @@ class AuthKey:
     concurrency_limit: int | None
     daily_spend_limit: int | None
     monthly_spend_limit: int | None
+    account_concurrency_limit: int | None
+    auto_strategy: str
+    auto_models: tuple[str, ...]
 
 
 _auth_cache: TTLCache[AuthKey | None] = TTLCache(lambda: settings.TOLLGATE["AUTH_CACHE_TTL"])
@@ -53,6 +56,9 @@ def _auth_key_load(key_hash: str) -> AuthKey | None:
             "concurrency_limit",
             "daily_spend_limit",
             "monthly_spend_limit",
+            "account__concurrency_limit",
+            "account__auto_strategy",
+            "account__auto_models",
         )
         .first()
     )
@@ -73,6 +79,9 @@ def _auth_key_load(key_hash: str) -> AuthKey | None:
         concurrency_limit=row["concurrency_limit"],
         daily_spend_limit=row["daily_spend_limit"],
         monthly_spend_limit=row["monthly_spend_limit"],
+        account_concurrency_limit=row["account__concurrency_limit"],
+        auto_strategy=row["account__auto_strategy"],
+        auto_models=tuple(row["account__auto_models"] or ()),
     )
 
 

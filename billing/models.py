@@ -175,6 +175,10 @@ class Hold(models.Model):
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.OPEN)
     created_at = models.DateTimeField(db_default=Now())
     resolved_at = models.DateTimeField(null=True, blank=True)
+    # Set when the key has a daily / monthly spend limit: the hold also counts in
+    # that day's / month's ``KeySpend.held`` and is released from it once.
+    spend_day = models.DateField(null=True, blank=True)
+    spend_month = models.DateField(null=True, blank=True)
 
     class Meta:
         constraints = [
@@ -194,3 +198,30 @@ class Hold(models.Model):
 
     def __str__(self) -> str:
         return f"hold #{self.pk} {self.amount} {self.status}"
+
+
+class KeySpend(models.Model):
+    """What one key spent (settled charges) and has on hold, per UTC day and month.
+
+    Spend limits are checked against ``spent + held`` in the same database statement
+    that reserves a hold, so they hold under concurrency and without Redis."""
+
+    class Period(models.TextChoices):
+        DAY = "day", "Day"
+        MONTH = "month", "Month"
+
+    api_key = models.ForeignKey("accounts.ApiKey", on_delete=models.CASCADE, related_name="spend")
+    period = models.CharField(max_length=8, choices=Period.choices)
+    start = models.DateField()
+    spent = models.BigIntegerField(default=0)
+    held = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["api_key", "period", "start"], name="keyspend_unique"),
+            models.CheckConstraint(condition=Q(held__gte=0), name="keyspend_held_nonnegative"),
+            models.CheckConstraint(condition=Q(spent__gte=0), name="keyspend_spent_nonnegative"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.api_key_id} {self.period} {self.start}: {self.spent}+{self.held}"

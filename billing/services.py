@@ -5,6 +5,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, date, datetime
 from typing import Any
 
 from django.contrib.auth.models import User
@@ -15,7 +16,7 @@ from django.utils import timezone
 from accounts.models import Account, ApiKey
 from config.localcache import TTLCache
 
-from .models import Entry, Hold, LedgerAccount, Transaction
+from .models import Entry, Hold, KeySpend, LedgerAccount, Transaction
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +27,8 @@ class HoldRefused(Exception):
     INSUFFICIENT_BALANCE = "insufficient_balance"
     KEY_INACTIVE = "key_inactive"
     ACCOUNT_SUSPENDED = "account_suspended"
+    DAILY_LIMIT = "daily_spend_limit"
+    MONTHLY_LIMIT = "monthly_spend_limit"
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
@@ -198,75 +201,91 @@ def account_credit(
         raise LedgerError("the adjustment would take the balance below its limit") from exc
 
 
-_RESERVE_SQL = """
-WITH acc AS (
-    UPDATE {account} AS a SET held = a.held + %(amount)s
-    FROM {apikey} AS k
-    WHERE k.id = %(key_id)s AND a.id = k.account_id AND a.id = %(account_id)s
-      AND k.status = 'active' AND (k.expires_at IS NULL OR k.expires_at > now())
-      AND a.status = 'active' AND a.balance - a.held >= %(amount)s
-    RETURNING a.id
-)
-INSERT INTO {hold} (account_id, api_key_id, request_id, amount, status, created_at)
-SELECT acc.id, %(key_id)s, %(request_id)s, %(amount)s, 'open', now() FROM acc
-RETURNING id
-"""
+_REFUSALS = {
+    -1: HoldRefused.KEY_INACTIVE,
+    -2: HoldRefused.DAILY_LIMIT,
+    -3: HoldRefused.MONTHLY_LIMIT,
+    -4: HoldRefused.ACCOUNT_SUSPENDED,
+    -5: HoldRefused.INSUFFICIENT_BALANCE,
+}
+
+
+def utc_periods(moment: datetime) -> tuple[date, date]:
+    """The UTC day and month (first day) that ``moment`` falls in."""
+    day = moment.astimezone(UTC).date()
+    return day, day.replace(day=1)
 
 
 def hold_reserve(*, api_key_id: int, account_id: int, amount: int, request_id: str) -> int:
     """Set ``amount`` aside for a request; returns the hold id or raises HoldRefused.
 
-    On PostgreSQL this is one statement: the conditional ``held`` increment and the
-    hold row are written together, and the key's status and expiry and the account's
-    status are re-checked by the database, so concurrent requests can never take
-    ``held`` past ``balance``."""
+    One database round trip on PostgreSQL (the ``tollgate_hold_reserve`` function):
+    the key's status and expiry, the account's status, the conditional ``held``
+    increment, the key's daily and monthly spend limits and the hold row, all in one
+    statement, so concurrent requests can never take ``held`` past ``balance`` nor a
+    key past its spend limits."""
     if amount <= 0:
         raise ValueError("a hold must be positive")
-    params: dict[str, Any] = {
-        "amount": amount,
-        "key_id": api_key_id,
-        "account_id": account_id,
-        "request_id": request_id,
-    }
     if connection.vendor == "postgresql":
-        sql = _RESERVE_SQL.format(
-            account=Account._meta.db_table, apikey=ApiKey._meta.db_table, hold=Hold._meta.db_table
-        )
         with connection.cursor() as cursor:
-            cursor.execute(sql, params)
-            row = cursor.fetchone()
-        if row is not None:
-            return row[0]
-    else:
-        with transaction.atomic():
-            now = timezone.now()
-            key_ok = (
-                ApiKey.objects.filter(pk=api_key_id, account_id=account_id, status="active")
-                .exclude(expires_at__lte=now)
-                .exists()
+            cursor.execute(
+                "SELECT tollgate_hold_reserve(%s, %s, %s, %s)",
+                [api_key_id, account_id, amount, request_id],
             )
-            if key_ok and Account.objects.filter(
-                pk=account_id, status="active", balance__gte=F("held") + amount
-            ).update(held=F("held") + amount):
-                return Hold.objects.create(
-                    account_id=account_id,
-                    api_key_id=api_key_id,
-                    request_id=request_id,
-                    amount=amount,
-                ).pk
-    raise HoldRefused(_refusal_reason(api_key_id=api_key_id, account_id=account_id))
+            result = cursor.fetchone()[0]
+    else:
+        result = _hold_reserve_portable(api_key_id, account_id, amount, request_id)
+    if result < 0:
+        raise HoldRefused(_REFUSALS[result])
+    return result
 
 
-def _refusal_reason(*, api_key_id: int, account_id: int) -> str:
-    key = ApiKey.objects.filter(pk=api_key_id).values("status", "expires_at").first()
+@transaction.atomic
+def _hold_reserve_portable(api_key_id: int, account_id: int, amount: int, request_id: str) -> int:
+    """The same rules as the PostgreSQL function, for the embedded SQLite database
+    (which serialises writers, so plain statements in one transaction suffice)."""
+    now = timezone.now()
+    key = (
+        ApiKey.objects.filter(pk=api_key_id, account_id=account_id)
+        .values("status", "expires_at", "daily_spend_limit", "monthly_spend_limit")
+        .first()
+    )
     if key is None or key["status"] != ApiKey.Status.ACTIVE:
-        return HoldRefused.KEY_INACTIVE
-    if key["expires_at"] is not None and key["expires_at"] <= timezone.now():
-        return HoldRefused.KEY_INACTIVE
-    status = Account.objects.filter(pk=account_id).values_list("status", flat=True).first()
-    if status != Account.Status.ACTIVE:
-        return HoldRefused.ACCOUNT_SUSPENDED
-    return HoldRefused.INSUFFICIENT_BALANCE
+        return -1
+    if key["expires_at"] is not None and key["expires_at"] <= now:
+        return -1
+    if not Account.objects.filter(
+        pk=account_id, status=Account.Status.ACTIVE, balance__gte=F("held") + amount
+    ).update(held=F("held") + amount):
+        status = Account.objects.filter(pk=account_id).values_list("status", flat=True).first()
+        transaction.set_rollback(True)
+        return -5 if status == Account.Status.ACTIVE else -4
+    day, month = utc_periods(now)
+    tracked = {}
+    for period, start, limit, code in (
+        (KeySpend.Period.DAY, day, key["daily_spend_limit"], -2),
+        (KeySpend.Period.MONTH, month, key["monthly_spend_limit"], -3),
+    ):
+        if limit is None:
+            continue
+        KeySpend.objects.get_or_create(api_key_id=api_key_id, period=period, start=start)
+        if not KeySpend.objects.filter(
+            api_key_id=api_key_id,
+            period=period,
+            start=start,
+            spent__lte=limit - amount - F("held"),
+        ).update(held=F("held") + amount):
+            transaction.set_rollback(True)
+            return code
+        tracked[period] = start
+    return Hold.objects.create(
+        account_id=account_id,
+        api_key_id=api_key_id,
+        request_id=request_id,
+        amount=amount,
+        spend_day=tracked.get(KeySpend.Period.DAY),
+        spend_month=tracked.get(KeySpend.Period.MONTH),
+    ).pk
 
 
 def settlement_run(*, usage_ids: Sequence[int] | None = None, limit: int = 500) -> int:
@@ -293,12 +312,14 @@ def settlement_run(*, usage_ids: Sequence[int] | None = None, limit: int = 500) 
             .values(
                 "pk",
                 "account_id",
+                "api_key_id",
                 "hold_id",
                 "cost",
                 "upstream_cost",
                 "model_served",
                 "model_requested",
                 "channel_id",
+                "created_at",
             )[:limit]
         )
         if not rows:
@@ -309,18 +330,43 @@ def settlement_run(*, usage_ids: Sequence[int] | None = None, limit: int = 500) 
             for h in Hold.objects.filter(pk__in=hold_ids)
             .order_by("pk")
             .select_for_update()
-            .values("pk", "amount", "status")
+            .values("pk", "amount", "status", "spend_day", "spend_month")
         }
         by_account: dict[int, list[dict[str, Any]]] = defaultdict(list)
         for r in rows:
             by_account[r["account_id"]].append(dict(r))
         now = timezone.now()
+        spend: SpendDeltas = defaultdict(lambda: [0, 0])
         for account_id in sorted(by_account):
-            _settle_account_batch(account_id, by_account[account_id], holds, now)
+            _settle_account_batch(account_id, by_account[account_id], holds, now, spend)
+        keyspend_apply(spend)
     return len(rows)
 
 
-def _settle_account_batch(account_id: int, recs: list[dict], holds: dict, now) -> None:
+# (api_key_id, period, start) -> [spent delta, held delta]
+SpendDeltas = defaultdict[tuple[int, str, date], list[int]]
+
+
+def keyspend_apply(deltas: SpendDeltas) -> None:
+    """Add spent and held deltas to the keys' day and month spend rows (upsert)."""
+    rows = [(k, p, s, d[0], d[1]) for (k, p, s), d in sorted(deltas.items()) if d[0] or d[1]]
+    if not rows:
+        return
+    table = KeySpend._meta.db_table
+    with connection.cursor() as cursor:
+        # The held delta goes in the UPDATE branch only: it is never positive here and
+        # the inserted row must pass the held >= 0 check on its own.
+        cursor.executemany(
+            f"INSERT INTO {table} (api_key_id, period, start, spent, held) "  # noqa: S608
+            "VALUES (%s, %s, %s, %s, 0) ON CONFLICT (api_key_id, period, start) DO UPDATE "
+            f"SET spent = {table}.spent + excluded.spent, held = {table}.held + %s",
+            rows,
+        )
+
+
+def _settle_account_batch(
+    account_id: int, recs: list[dict], holds: dict, now: datetime, spend: "SpendDeltas"
+) -> None:
     from usage.models import UsageRecord
 
     acct = (
@@ -341,6 +387,11 @@ def _settle_account_batch(account_id: int, recs: list[dict], holds: dict, now) -
             held -= hold["amount"]
             released += hold["amount"]
             settled_holds.append(hold["pk"])
+            _release_spend_hold(spend, r["api_key_id"], hold)
+        if r["cost"] and r["api_key_id"]:
+            day, month = utc_periods(r["created_at"])
+            spend[(r["api_key_id"], KeySpend.Period.DAY, day)][0] += r["cost"]
+            spend[(r["api_key_id"], KeySpend.Period.MONTH, month)][0] += r["cost"]
         dims = (r["model_served"] or r["model_requested"], r["channel_id"])
         if r["cost"]:
             cap = max(0, balance - held + acct["overdraft_limit"])
@@ -388,3 +439,12 @@ def _settle_account_batch(account_id: int, recs: list[dict], holds: dict, now) -
             account_id,
             overage_total,
         )
+
+
+def _release_spend_hold(spend: SpendDeltas, api_key_id: int | None, hold: dict[str, Any]) -> None:
+    if api_key_id is None:
+        return
+    if hold["spend_day"] is not None:
+        spend[(api_key_id, KeySpend.Period.DAY, hold["spend_day"])][1] -= hold["amount"]
+    if hold["spend_month"] is not None:
+        spend[(api_key_id, KeySpend.Period.MONTH, hold["spend_month"])][1] -= hold["amount"]

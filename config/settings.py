@@ -113,6 +113,9 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 300}
+CELERY_BEAT_SCHEDULE = {
+    "probe-cooling-channels": {"task": "relay.tasks.channels_probe", "schedule": 15.0},
+}
 
 # --- Tollgate ---------------------------------------------------------------
 TOLLGATE = {
@@ -128,6 +131,11 @@ TOLLGATE = {
     "UPSTREAM_CONNECT_TIMEOUT": env.float("TOLLGATE_UPSTREAM_CONNECT_TIMEOUT", default=5.0),
     "UPSTREAM_READ_TIMEOUT": env.float("TOLLGATE_UPSTREAM_READ_TIMEOUT", default=300.0),
     "UPSTREAM_MAX_CONNECTIONS": env.int("TOLLGATE_UPSTREAM_MAX_CONNECTIONS", default=512),
+    # Channel health: failures within the window that cool a channel down, and how long.
+    "HEALTH_FAILURES": env.int("TOLLGATE_HEALTH_FAILURES", default=5),
+    "HEALTH_WINDOW": env.float("TOLLGATE_HEALTH_WINDOW", default=60.0),
+    "HEALTH_COOLDOWN": env.float("TOLLGATE_HEALTH_COOLDOWN", default=30.0),
+    "HEALTH_COOLDOWN_MAX": env.float("TOLLGATE_HEALTH_COOLDOWN_MAX", default=600.0),
     # Largest request body accepted on /v1/* (bytes).
     "MAX_BODY_BYTES": env.int("TOLLGATE_MAX_BODY_BYTES", default=8 * 1024 * 1024),
 }

@@ -151,7 +151,7 @@ def failure_from_status(response: httpx.Response, channel: ChannelInfo) -> Upstr
 class OpenAIAdapter:
     """Any OpenAI-compatible ``/chat/completions`` endpoint."""
 
-    def _request(self, channel: ChannelInfo, body: dict[str, Any]) -> httpx.Request:
+    def _request(self, channel: ChannelInfo, body: dict[str, Any], path: str) -> httpx.Request:
         client = upstream_client()
         extra: dict[str, Any] = {}
         if channel.request_timeout:
@@ -164,7 +164,7 @@ class OpenAIAdapter:
             )
         return client.build_request(
             "POST",
-            f"{channel.base_url}/chat/completions",
+            f"{channel.base_url}{path}",
             content=orjson.dumps(body),
             headers={
                 "authorization": f"Bearer {channel.api_key}",
@@ -175,10 +175,17 @@ class OpenAIAdapter:
         )
 
     async def _send(
-        self, channel: ChannelInfo, body: dict[str, Any], *, stream: bool
+        self,
+        channel: ChannelInfo,
+        body: dict[str, Any],
+        *,
+        stream: bool,
+        path: str = "/chat/completions",
     ) -> httpx.Response:
         try:
-            response = await upstream_client().send(self._request(channel, body), stream=stream)
+            response = await upstream_client().send(
+                self._request(channel, body, path), stream=stream
+            )
         except httpx.TimeoutException:
             raise UpstreamFailure(
                 504, "The upstream provider timed out.", code="upstream_timeout"
@@ -199,7 +206,13 @@ class OpenAIAdapter:
         return response
 
     async def complete(self, channel: ChannelInfo, body: dict[str, Any]) -> UpstreamReply:
-        response = await self._send(channel, body, stream=False)
+        return await self._json(channel, body, "/chat/completions")
+
+    async def embeddings(self, channel: ChannelInfo, body: dict[str, Any]) -> UpstreamReply:
+        return await self._json(channel, body, "/embeddings")
+
+    async def _json(self, channel: ChannelInfo, body: dict[str, Any], path: str) -> UpstreamReply:
+        response = await self._send(channel, body, stream=False, path=path)
         try:
             data = orjson.loads(response.content)
         except orjson.JSONDecodeError:
@@ -323,14 +336,10 @@ class MockAdapter:
         self._scripted_failure(channel, body)
         return MockStream(body)
 
-
-Adapter = OpenAIAdapter | MockAdapter
-
-ADAPTERS: dict[str, Adapter] = {
-    "openai": OpenAIAdapter(),
-    "mock": MockAdapter(),
-}
-
-
-def adapter_for(channel: ChannelInfo) -> Adapter:
-    return ADAPTERS[channel.type]
+    async def embeddings(self, channel: ChannelInfo, body: dict[str, Any]) -> UpstreamReply:
+        self._scripted_failure(channel, body)
+        data = mock.embeddings(body)
+        usage = data["usage"]
+        return UpstreamReply(
+            body=data, upstream_usage=usage, tokens=TokenCounts(input=usage["prompt_tokens"])
+        )

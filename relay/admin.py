@@ -1,6 +1,7 @@
 from django import forms
 from django.contrib import admin
 
+from . import health
 from .models import Channel
 from .selectors import channel_cache_invalidate
 
@@ -25,6 +26,7 @@ class ChannelForm(forms.ModelForm):
             "priority",
             "weight",
             "status",
+            "disabled_reason",
             "request_timeout",
             "cost_prices",
         ]
@@ -33,10 +35,25 @@ class ChannelForm(forms.ModelForm):
 @admin.register(Channel)
 class ChannelAdmin(admin.ModelAdmin):
     form = ChannelForm
-    list_display = ["name", "type", "base_url", "priority", "weight", "status", "has_key"]
+    list_display = [
+        "name",
+        "type",
+        "base_url",
+        "priority",
+        "weight",
+        "status",
+        "health_state",
+        "last_error",
+        "has_key",
+    ]
     list_filter = ["type", "status"]
     search_fields = ["name", "base_url"]
     actions = ["disable", "enable"]
+    readonly_fields = ["health_state", "cooling_until", "last_error", "last_error_at"]
+
+    @admin.display(description="Health")
+    def health_state(self, obj: Channel) -> str:
+        return obj.health
 
     @admin.display(boolean=True, description="Key set")
     def has_key(self, obj: Channel) -> bool:
@@ -53,7 +70,9 @@ class ChannelAdmin(admin.ModelAdmin):
         queryset.update(status=Channel.Status.DISABLED)
         channel_cache_invalidate()
 
-    @admin.action(description="Enable selected channels")
+    @admin.action(description="Enable selected channels (and clear their cool-down)")
     def enable(self, request, queryset):
-        queryset.update(status=Channel.Status.ENABLED)
+        for channel in queryset:
+            health.channel_recovered(channel.pk)
+        queryset.update(status=Channel.Status.ENABLED, disabled_reason="", cooling_until=None)
         channel_cache_invalidate()

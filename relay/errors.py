@@ -5,6 +5,20 @@ from typing import Any
 import orjson
 from django.http import HttpResponse
 
+ANTHROPIC_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    502: "api_error",
+    503: "overloaded_error",
+    504: "timeout_error",
+}
+
 
 class ApiError(Exception):
     def __init__(
@@ -35,9 +49,17 @@ class ApiError(Exception):
             }
         }
 
-    def response(self, request_id: str | None = None) -> HttpResponse:
+    def anthropic_payload(self) -> dict[str, Any]:
+        """The same error in the Anthropic API's shape (for ``/v1/messages``)."""
+        kind = ANTHROPIC_TYPES.get(self.status, "api_error")
+        if self.status == 403 and self.type == "billing_error":
+            kind = "billing_error"
+        return {"type": "error", "error": {"type": kind, "message": self.message}}
+
+    def response(self, request_id: str | None = None, *, anthropic: bool = False) -> HttpResponse:
+        payload = self.anthropic_payload() if anthropic else self.payload()
         resp = HttpResponse(
-            orjson.dumps(self.payload()), status=self.status, content_type="application/json"
+            orjson.dumps(payload), status=self.status, content_type="application/json"
         )
         for name, value in self.headers.items():
             resp[name] = value
@@ -81,3 +103,7 @@ def upstream_error(status: int, message: str, request_id: str, code: str) -> Api
     return ApiError(
         status, f"{message} (request id: {request_id})", type="upstream_error", code=code
     )
+
+
+def rate_limited(message: str, *, code: str, headers: dict[str, str]) -> ApiError:
+    return ApiError(429, message, type="rate_limit_error", code=code, headers=headers)

@@ -13,6 +13,8 @@ answer after a tool result), ``n`` choices, streaming with usage at the end. A
 """
 
 import asyncio
+import hashlib
+import math
 import time
 import uuid
 from collections.abc import AsyncGenerator
@@ -241,3 +243,29 @@ async def completion_chunks(body: dict[str, Any]) -> AsyncGenerator[dict[str, An
     wants_usage = isinstance(stream_options, dict) and stream_options.get("include_usage")
     if wants_usage and opts.get("usage") is not False:
         yield chunk([], usage=_usage(body, _completion_tokens(text, call), n))
+
+
+def embeddings(body: dict[str, Any]) -> dict[str, Any]:
+    """Deterministic unit vectors derived from each input's hash."""
+    value = body.get("input")
+    items = (
+        [value]
+        if isinstance(value, str)
+        or (isinstance(value, list) and value and isinstance(value[0], int))
+        else value or []
+    )
+    dims = body["dimensions"] if isinstance(body.get("dimensions"), int) else 16
+    data, tokens = [], 0
+    for index, item in enumerate(items):
+        text = item if isinstance(item, str) else " ".join(map(str, item))
+        tokens += count_text(item) if isinstance(item, str) else len(item)
+        digest = hashlib.sha256(text.encode()).digest()
+        raw = [(digest[i % len(digest)] - 127.5) / 127.5 for i in range(dims)]
+        norm = math.sqrt(sum(x * x for x in raw)) or 1.0
+        data.append({"object": "embedding", "index": index, "embedding": [x / norm for x in raw]})
+    return {
+        "object": "list",
+        "data": data,
+        "model": body.get("model", "mock"),
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }

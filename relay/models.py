@@ -9,6 +9,7 @@ class Channel(models.Model):
 
     class Type(models.TextChoices):
         OPENAI = "openai", "OpenAI-compatible"
+        ANTHROPIC = "anthropic", "Anthropic Messages"
         MOCK = "mock", "Built-in mock"
 
     class Status(models.TextChoices):
@@ -28,6 +29,12 @@ class Channel(models.Model):
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.ENABLED)
     # Seconds to wait for the upstream's answer (or, streaming, for each chunk).
     request_timeout = models.FloatField(null=True, blank=True)
+    # Health, kept by the relay: after repeated failures a channel cools down and is
+    # probed back; an upstream that refuses our credentials is disabled.
+    cooling_until = models.DateTimeField(null=True, blank=True, editable=False)
+    last_error = models.CharField(max_length=300, blank=True, editable=False)
+    last_error_at = models.DateTimeField(null=True, blank=True, editable=False)
+    disabled_reason = models.CharField(max_length=300, blank=True)
     # What the upstream charges us, USD per 1M tokens:
     # {"model": {"input": "0.15", "output": "0.60", "cache_read": ..., ...}}
     cost_prices = models.JSONField(default=dict, blank=True)
@@ -56,3 +63,9 @@ class Channel(models.Model):
 
     def upstream_model(self, model: str) -> str:
         return self.model_mapping.get(model, model)
+
+    @property
+    def health(self) -> str:
+        if self.status == self.Status.DISABLED:
+            return "disabled"
+        return "cooling down" if self.cooling_until is not None else "healthy"

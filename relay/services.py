@@ -1,31 +1,67 @@
 """The two database steps of a relayed request: authorise+reserve, and finish.
 
 Both are synchronous and run on a worker thread; each makes one round trip to the
-database when the caches are warm.
+database when the caches are warm (plus, for keys with rate limits, one to Redis).
 """
 
 import ipaddress
+import logging
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
 from django.utils import timezone
 
 from accounts.keys import key_hash, key_is_well_formed
+from accounts.models import AutoStrategy
 from accounts.selectors import AuthKey, auth_key_get
 from billing.pricing import Price, TokenCounts
-from billing.selectors import price_current
+from billing.selectors import price_current, prices_current
 from billing.services import HoldRefused, hold_reserve
 from usage.models import UsageRecord
 from usage.services import usage_record_finish, usage_record_reject
 
-from . import errors
+from . import errors, health, limits
 from .errors import ApiError
-from .selectors import ChannelInfo, channels_for_model
-from .validation import ChatParams, parse_json_object, validate_chat
+from .models import Channel
+from .router import MAX_ATTEMPTS
+from .selectors import ChannelInfo, channel_cache_invalidate, channels_for_model
+from .validation import (
+    RequestParams,
+    parse_json_object,
+    validate_chat,
+    validate_embeddings,
+    validate_messages,
+)
 
-# Framing overhead added to the byte-based prompt estimate used for the hold.
+logger = logging.getLogger("tollgate.relay")
+
+# Framing overhead added to the byte-based prompt estimate used for holds and limits.
 _PROMPT_OVERHEAD_TOKENS = 16
+AUTO = "auto"
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    name: str
+    validate: Any
+    # Channel types able to serve it.
+    channel_types: frozenset[str]
+
+
+CHAT = Endpoint("chat.completions", validate_chat, frozenset({"openai", "anthropic", "mock"}))
+MESSAGES = Endpoint("messages", validate_messages, frozenset({"openai", "anthropic", "mock"}))
+EMBEDDINGS = Endpoint("embeddings", validate_embeddings, frozenset({"openai", "mock"}))
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One model the request may be served as, its price and its channels."""
+
+    model: str
+    price: Price
+    channels: list[ChannelInfo]
 
 
 @dataclass(slots=True)
@@ -33,15 +69,20 @@ class Grant:
     """A request that passed every check and has money held for it."""
 
     request_id: str
+    endpoint: Endpoint
     key: AuthKey
     body: dict[str, Any]
-    params: ChatParams
-    price: Price
+    params: RequestParams
+    routes: list[Route]
     hold_id: int
     hold_amount: int
-    channels: list[ChannelInfo]
     client_ip: str | None
     prompt_estimate: int
+    admission: limits.Admission | None = None
+
+    @property
+    def rate_headers(self) -> dict[str, str]:
+        return self.admission.headers if self.admission is not None else {}
 
 
 @dataclass(slots=True)
@@ -50,6 +91,7 @@ class Outcome:
 
     status: str
     http_status: int
+    route: Route | None = None
     channel: ChannelInfo | None = None
     error_code: str = ""
     tokens: TokenCounts = field(default_factory=TokenCounts)
@@ -100,66 +142,165 @@ def _ip_allowed(allowlist: tuple[str, ...], client_ip: str | None) -> bool:
     return False
 
 
-def _completion_reserve(params: ChatParams) -> int:
+def _usable_channels(model: str, endpoint: Endpoint) -> list[ChannelInfo]:
+    return [
+        ch
+        for ch in channels_for_model(model)
+        if ch.type in endpoint.channel_types and health.is_available(ch.id)
+    ]
+
+
+def _auto_routes(key: AuthKey, endpoint: Endpoint) -> list[Route]:
+    """Candidate models for ``model: "auto"``, best first, by the account's strategy."""
+    prices = prices_current(group_id=key.price_group_id)
+    names = [m for m in prices if not key.allowed_models or m in key.allowed_models]
+    if key.auto_models:
+        names = [m for m in key.auto_models if m in names]
+    routes = []
+    for model in names:
+        channels = _usable_channels(model, endpoint)
+        if channels:
+            routes.append(Route(model=model, price=prices[model], channels=channels))
+    if key.auto_strategy == AutoStrategy.CHEAPEST:
+        routes.sort(key=lambda r: (r.price.input + r.price.output, r.model))
+    elif key.auto_strategy == AutoStrategy.FASTEST:
+        latency = health.latencies()
+        routes.sort(key=lambda r: (latency.get(r.model, float("inf")), r.model))
+    return routes[:MAX_ATTEMPTS]
+
+
+def _routes(
+    key: AuthKey, params: RequestParams, endpoint: Endpoint, request_id: str
+) -> list[Route]:
+    if params.model == AUTO:
+        routes = _auto_routes(key, endpoint)
+        if not routes:
+            raise errors.upstream_error(
+                503,
+                "No model this key may use is being served right now.",
+                request_id,
+                "no_channel_available",
+            )
+        return routes
+    if key.allowed_models and params.model not in key.allowed_models:
+        raise errors.permission_denied(
+            f"This API key is not allowed to use the model `{params.model}`.", "model_not_allowed"
+        )
+    price = price_current(group_id=key.price_group_id, model=params.model)
+    if price is None:
+        raise errors.model_not_found(params.model)
+    channels = _usable_channels(params.model, endpoint)
+    if not channels:
+        raise errors.upstream_error(
+            503,
+            f"No upstream channel is serving `{params.model}` right now.",
+            request_id,
+            "no_channel_available",
+        )
+    return [Route(model=params.model, price=price, channels=channels)]
+
+
+def _completion_reserve(params: RequestParams) -> int:
+    if params.prompt_only:
+        return 0
     per_choice = params.max_tokens or settings.TOLLGATE["DEFAULT_COMPLETION_RESERVE"]
     return per_choice * params.n
 
 
-def relay_authorize(
-    *, raw_key: str | None, raw_body: bytes, client_ip: str | None, request_id: str
-) -> Grant:
-    """Authenticate, validate, apply the key's policy and reserve the hold.
+def _seconds_until_next(period: str) -> int:
+    now = datetime.now(UTC)
+    if period == HoldRefused.DAILY_LIMIT:
+        nxt = datetime(now.year, now.month, now.day, tzinfo=UTC) + timedelta(days=1)
+    else:
+        nxt = datetime(now.year + now.month // 12, now.month % 12 + 1, 1, tzinfo=UTC)
+    return max(1, int((nxt - now).total_seconds()))
 
-    Raises ApiError. Refusals after authentication leave a ``rejected`` usage record
-    so the account owner can see them in the usage log."""
+
+def _refused(refused: HoldRefused) -> ApiError:
+    if refused.reason == HoldRefused.KEY_INACTIVE:
+        return errors.invalid_api_key()
+    if refused.reason == HoldRefused.ACCOUNT_SUSPENDED:
+        return _account_suspended()
+    if refused.reason in (HoldRefused.DAILY_LIMIT, HoldRefused.MONTHLY_LIMIT):
+        which = "daily" if refused.reason == HoldRefused.DAILY_LIMIT else "monthly"
+        retry = _seconds_until_next(refused.reason)
+        return errors.rate_limited(
+            f"This API key has reached its {which} spend limit.",
+            code="spend_limit_exceeded",
+            headers={"retry-after": str(retry)},
+        )
+    return errors.insufficient_balance()
+
+
+def _rate_limited(exc: limits.RateLimited) -> ApiError:
+    messages = {
+        "requests": "Rate limit reached for requests per minute on this API key.",
+        "tokens": "Rate limit reached for tokens per minute on this API key.",
+        "key_concurrency": "Too many concurrent requests on this API key.",
+        "account_concurrency": "Too many concurrent requests on this account.",
+    }
+    headers = dict(exc.headers)
+    if exc.retry_after_ms < 0:
+        message = "This request needs more tokens than the key's tokens-per-minute limit allows."
+    else:
+        message = messages.get(exc.reason, "Rate limit reached.")
+        headers["retry-after"] = str(max(1, -(-exc.retry_after_ms // 1000)))
+        headers["retry-after-ms"] = str(max(0, exc.retry_after_ms))
+    return errors.rate_limited(message, code="rate_limit_exceeded", headers=headers)
+
+
+def relay_authorize(
+    *,
+    endpoint: Endpoint,
+    raw_key: str | None,
+    raw_body: bytes,
+    client_ip: str | None,
+    request_id: str,
+) -> Grant:
+    """Authenticate, validate, apply the key's policy and limits, reserve the hold.
+
+    Raises ApiError. Refusals after authentication (but rate limiting) leave a
+    ``rejected`` usage record so the account owner can see them in the usage log."""
     key = authenticate(raw_key)
     model = ""
     user = ""
+    admission: limits.Admission | None = None
     try:
         body = parse_json_object(raw_body)
         if isinstance(body.get("model"), str):
             model = body["model"][:200]
         if isinstance(body.get("user"), str):
             user = body["user"][:256]
-        params = validate_chat(body)
+        params = endpoint.validate(body)
         if not _ip_allowed(key.ip_allowlist, client_ip):
             raise errors.permission_denied(
                 f"Requests from {client_ip} are not allowed for this API key.", "ip_not_allowed"
             )
-        if key.allowed_models and params.model not in key.allowed_models:
-            raise errors.permission_denied(
-                f"This API key is not allowed to use the model `{params.model}`.",
-                "model_not_allowed",
-            )
-        price = price_current(group_id=key.price_group_id, model=params.model)
-        if price is None:
-            raise errors.model_not_found(params.model)
-        channels = channels_for_model(params.model)
-        if not channels:
-            raise errors.upstream_error(
-                503,
-                f"No upstream channel is serving `{params.model}` right now.",
-                request_id,
-                "no_channel_available",
-            )
+        routes = _routes(key, params, endpoint, request_id)
         prompt_estimate = len(raw_body) // 3 + _PROMPT_OVERHEAD_TOKENS
-        amount = price.reserve(
-            prompt_tokens=prompt_estimate, completion_tokens=_completion_reserve(params)
+        completion = _completion_reserve(params)
+        try:
+            admission = limits.admit(
+                key=key, request_id=request_id, tokens=prompt_estimate + completion
+            )
+        except limits.RateLimited as exc:
+            raise _rate_limited(exc) from None
+        amount = max(
+            r.price.reserve(prompt_tokens=prompt_estimate, completion_tokens=completion)
+            for r in routes
         )
         try:
             hold_id = hold_reserve(
                 api_key_id=key.id, account_id=key.account_id, amount=amount, request_id=request_id
             )
         except HoldRefused as refused:
-            if refused.reason == HoldRefused.KEY_INACTIVE:
-                raise errors.invalid_api_key() from None
-            if refused.reason == HoldRefused.ACCOUNT_SUSPENDED:
-                raise _account_suspended() from None
-            raise errors.insufficient_balance() from None
+            raise _refused(refused) from None
     except ApiError as exc:
-        if exc.status != 401:
+        limits.release(admission, tokens_used=0)
+        if exc.status != 401 and exc.code != "rate_limit_exceeded":
             usage_record_reject(
                 request_id=request_id,
+                endpoint=endpoint.name,
                 account_id=key.account_id,
                 api_key_id=key.id,
                 model_requested=model,
@@ -171,55 +312,59 @@ def relay_authorize(
         raise
     return Grant(
         request_id=request_id,
+        endpoint=endpoint,
         key=key,
         body=body,
         params=params,
-        price=price,
+        routes=routes,
         hold_id=hold_id,
         hold_amount=amount,
-        channels=channels,
         client_ip=client_ip,
         prompt_estimate=prompt_estimate,
+        admission=admission,
     )
+
+
+CHARGED = frozenset(
+    {UsageRecord.Status.SUCCESS, UsageRecord.Status.CANCELLED, UsageRecord.Status.INTERRUPTED}
+)
 
 
 def relay_finish(*, grant: Grant, outcome: Outcome) -> tuple[int, int]:
-    """Write the usage record and queue its settlement. Returns (record id, cost).
+    """Write the usage record, queue its settlement, give back rate-limit capacity and
+    report channel health. Returns (record id, cost).
 
     Failed requests cost nothing; their hold is released by the same settlement."""
-    charged = outcome.status in (
-        UsageRecord.Status.SUCCESS,
-        UsageRecord.Status.CANCELLED,
-        UsageRecord.Status.INTERRUPTED,
-    )
-    model = grant.params.model
+    charged = outcome.status in CHARGED
+    route = outcome.route or grant.routes[0]
     channel = outcome.channel
-    cost = grant.price.cost(outcome.tokens) if charged else 0
+    tokens = outcome.tokens if charged else TokenCounts()
+    cost = route.price.cost(tokens) if charged else 0
     upstream_cost = 0
-    if charged and channel is not None and model in channel.cost_prices:
-        upstream_cost = channel.cost_prices[model].cost(outcome.tokens)
-    t = outcome.tokens if charged else TokenCounts()
+    if charged and channel is not None and route.model in channel.cost_prices:
+        upstream_cost = channel.cost_prices[route.model].cost(tokens)
     record = usage_record_finish(
         request_id=grant.request_id,
+        endpoint=grant.endpoint.name,
         account_id=grant.key.account_id,
         api_key_id=grant.key.id,
         hold_id=grant.hold_id,
-        model_requested=model,
-        model_served=model if channel is not None else "",
-        upstream_model=channel.upstream_model(model) if channel is not None else "",
+        model_requested=grant.params.model,
+        model_served=route.model if channel is not None else "",
+        upstream_model=channel.upstream_model(route.model) if channel is not None else "",
         channel_id=channel.id if channel is not None else None,
         attempts=outcome.attempts,
         status=outcome.status,
         http_status=outcome.http_status,
         error_code=outcome.error_code,
         stream=grant.params.stream,
-        input_tokens=t.input,
-        cache_read_tokens=t.cache_read,
-        cache_write_tokens=t.cache_write,
-        output_tokens=t.output,
-        reasoning_tokens=t.reasoning,
+        input_tokens=tokens.input,
+        cache_read_tokens=tokens.cache_read,
+        cache_write_tokens=tokens.cache_write,
+        output_tokens=tokens.output,
+        reasoning_tokens=tokens.reasoning,
         estimated=outcome.estimated and charged,
-        price_snapshot=grant.price.snapshot(),
+        price_snapshot={"model": route.model, **route.price.snapshot()},
         cost=cost,
         upstream_cost=upstream_cost,
         latency_ms=outcome.latency_ms,
@@ -227,4 +372,46 @@ def relay_finish(*, grant: Grant, outcome: Outcome) -> tuple[int, int]:
         user=grant.params.user,
         client_ip=grant.client_ip,
     )
+    limits.release(grant.admission, tokens_used=tokens.total)
+    _report_health(outcome, route)
     return record.pk, cost
+
+
+def _report_health(outcome: Outcome, route: Route) -> None:
+    from .tasks import channel_health_changed
+
+    failures = [(a["channel"], a.get("error", "")) for a in outcome.attempts if a.get("error")]
+    if outcome.status == UsageRecord.Status.INTERRUPTED and outcome.channel is not None:
+        failures.append((outcome.channel.id, outcome.error_code))
+    for channel_id, code in failures:
+        if code == "upstream_auth_failed":
+            channel_disable(
+                channel_id=channel_id,
+                reason="The upstream refused the channel's credentials (HTTP 401/403).",
+            )
+        elif code in health.HEALTH_ERRORS:
+            until = health.channel_failed(channel_id)
+            if until is not None:
+                channel_health_changed.delay(channel_id, until, code)
+    if outcome.status == UsageRecord.Status.SUCCESS and outcome.channel is not None:
+        if health.channel_recovered(outcome.channel.id):
+            channel_health_changed.delay(outcome.channel.id, None, "")
+        sample = outcome.ttft_ms if outcome.ttft_ms is not None else outcome.latency_ms
+        health.latency_observed(route.model, sample)
+
+
+def channel_disable(*, channel_id: int, reason: str) -> bool:
+    """Take a channel out of service and tell the staff. True if it was enabled."""
+    from .tasks import channel_alert
+
+    changed = Channel.objects.filter(pk=channel_id, status=Channel.Status.ENABLED).update(
+        status=Channel.Status.DISABLED,
+        disabled_reason=reason[:300],
+        last_error=reason[:300],
+        last_error_at=timezone.now(),
+    )
+    channel_cache_invalidate()
+    if changed:
+        logger.error("channel %s disabled: %s", channel_id, reason)
+        channel_alert.delay(channel_id, reason)
+    return bool(changed)

@@ -1,31 +1,39 @@
-"""``stream: true``: relay SSE chunks as they arrive and bill exactly what was delivered.
+"""``stream: true``: relay events as they arrive and bill exactly what was delivered.
 
-The upstream is always asked for usage. Its usage chunk is held back, normalised and
-priced, and passed on only if the client asked for it. However the stream ends
-(normally, client gone, upstream broken) the usage record is written once, from a
-shielded ``finally``: the upstream's usage if it arrived, otherwise the prompt plus
-the text actually handed to the client, counted locally and flagged ``estimated``.
+Two concerns, kept apart. *Accounting* reads the upstream's own events: its usage
+(OpenAI's final usage chunk, Anthropic's cumulative ``message_start`` and
+``message_delta`` usage) and the text actually handed to the client. *Formatting*
+writes what the client speaks: OpenAI chunks (passed through byte for byte when
+unchanged), Anthropic events passed through, or OpenAI chunks translated to
+Anthropic events.
+
+However the stream ends (normally, client gone, upstream broken) the usage record
+is written once, from a shielded ``finally``: the upstream's usage if it arrived,
+otherwise the prompt plus what was delivered, counted locally and flagged
+``estimated``.
 """
 
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Protocol
 
 import orjson
 
-from billing.pricing import TokenCounts
+from billing.pricing import TokenCounts, micro_to_usd
 from usage.models import UsageRecord
 
 from . import errors, sse
-from .adapters import StreamEvent, UpstreamFailure, UpstreamStream, UpstreamStreamError, adapter_for
-from .normalize import tokens_from_openai, usage_payload
+from .adapters import StreamEvent, UpstreamFailure, UpstreamStream, UpstreamStreamError
+from .anthropic import ChatToMessages, event_bytes
+from .errors import ApiError
+from .normalize import tokens_from_anthropic, tokens_from_openai, usage_payload
 from .router import MAX_ATTEMPTS, route_order
 from .selectors import ChannelInfo
-from .services import Grant, Outcome, relay_finish
+from .services import Grant, Outcome, Route, relay_finish
 from .threads import db
-from .tokens import count_messages, count_text
+from .tokens import content_text, count_text
 
 logger = logging.getLogger("tollgate.relay")
 
@@ -33,38 +41,36 @@ DONE = sse.encode(sse.DONE)
 # Strong references to fire-and-forget finishing tasks until they are done.
 _background: set[asyncio.Task] = set()
 
+Opener = Callable[[Route, ChannelInfo], Awaitable[UpstreamStream]]
+
 
 def _ms_since(started: float) -> int:
     return int((time.perf_counter() - started) * 1000)
 
 
-def upstream_body(grant: Grant, channel: ChannelInfo) -> dict[str, Any]:
-    body = dict(grant.body)
-    body["model"] = channel.upstream_model(grant.params.model)
-    options = body.get("stream_options")
-    body["stream_options"] = {
-        **(options if isinstance(options, dict) else {}),
-        "include_usage": True,
-    }
-    return body
+def candidates(grant: Grant) -> list[tuple[Route, ChannelInfo]]:
+    """(model, channel) pairs in the order they should be tried, bounded."""
+    pairs = [(route, ch) for route in grant.routes for ch in route_order(route.channels)]
+    return pairs[:MAX_ATTEMPTS]
 
 
 async def open_with_failover(
-    grant: Grant, attempts: list[dict[str, Any]]
-) -> tuple[ChannelInfo, UpstreamStream, AsyncIterator[StreamEvent], StreamEvent]:
-    """Open the stream on the first channel that delivers a first chunk.
+    grant: Grant, attempts: list[dict[str, Any]], opener: Opener
+) -> tuple[Route, ChannelInfo, UpstreamStream, AsyncIterator[StreamEvent], StreamEvent]:
+    """Open the stream on the first channel that delivers a first event.
 
     Nothing has reached the client yet, so a failure up to and including the first
-    chunk moves on to the next channel."""
+    event moves on to the next channel."""
     failure: UpstreamFailure | None = None
-    for channel in route_order(grant.channels)[:MAX_ATTEMPTS]:
+    for route, channel in candidates(grant):
         started = time.perf_counter()
         try:
-            stream = await adapter_for(channel).open_stream(channel, upstream_body(grant, channel))
+            stream = await opener(route, channel)
         except UpstreamFailure as exc:
             attempts.append(
                 {
                     "channel": channel.id,
+                    "model": route.model,
                     "status": exc.upstream_status or exc.status,
                     "error": exc.code,
                     "ms": _ms_since(started),
@@ -81,7 +87,13 @@ async def open_with_failover(
             await stream.aclose()
             code = exc.code if isinstance(exc, UpstreamStreamError) else "upstream_empty_stream"
             attempts.append(
-                {"channel": channel.id, "status": 502, "error": code, "ms": _ms_since(started)}
+                {
+                    "channel": channel.id,
+                    "model": route.model,
+                    "status": 502,
+                    "error": code,
+                    "ms": _ms_since(started),
+                }
             )
             failure = UpstreamFailure(
                 502, "The upstream provider's stream failed before it began.", code=code
@@ -90,10 +102,207 @@ async def open_with_failover(
         except BaseException:
             await asyncio.shield(stream.aclose())
             raise
-        attempts.append({"channel": channel.id, "status": 200, "ms": _ms_since(started)})
-        return channel, stream, events, first
+        attempts.append(
+            {"channel": channel.id, "model": route.model, "status": 200, "ms": _ms_since(started)}
+        )
+        return route, channel, stream, events, first
     assert failure is not None
     raise failure
+
+
+# -- accounting: what the upstream reported and what the client received ----------------
+
+
+class OpenAIAccounting:
+    """For upstream events that are ``chat.completion.chunk``s."""
+
+    def __init__(self, prompt_messages: list[Any]) -> None:
+        self.prompt_messages = prompt_messages
+        self.usage: dict[str, Any] | None = None
+        # Text handed to the client, per choice index (each choice counted on its own).
+        self.text: dict[int, list[str]] = {}
+        self.reasoning: dict[int, list[str]] = {}
+
+    def observe(self, data: dict[str, Any]) -> None:
+        if isinstance(data.get("usage"), dict):
+            self.usage = data["usage"]
+
+    def delivered(self, data: dict[str, Any]) -> None:
+        for choice in data.get("choices") or ():
+            if not isinstance(choice, dict) or not isinstance(choice.get("delta"), dict):
+                continue
+            delta = choice["delta"]
+            index = choice.get("index")
+            if not isinstance(index, int):
+                index = 0
+            text = self.text.setdefault(index, [])
+            if isinstance(delta.get("content"), str):
+                text.append(delta["content"])
+            reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+            if isinstance(reasoning, str):
+                self.reasoning.setdefault(index, []).append(reasoning)
+            for call in delta.get("tool_calls") or ():
+                if isinstance(call, dict) and isinstance(call.get("function"), dict):
+                    fn = call["function"]
+                    text.append(str(fn.get("name") or "") + str(fn.get("arguments") or ""))
+
+    def tokens(self) -> tuple[TokenCounts, bool]:
+        if self.usage is not None:
+            return tokens_from_openai(self.usage), False
+        from .tokens import count_messages
+
+        return (
+            TokenCounts(
+                input=count_messages(self.prompt_messages),
+                output=sum(count_text("".join(p)) for p in self.text.values()),
+                reasoning=sum(count_text("".join(p)) for p in self.reasoning.values()),
+            ),
+            True,
+        )
+
+
+class AnthropicAccounting:
+    """For native Anthropic events: usage is cumulative, the newest values win."""
+
+    def __init__(self, body: dict[str, Any]) -> None:
+        self.body = body
+        self.usage: dict[str, Any] = {}
+        self.final = False
+        self.text: list[str] = []
+        self.thinking: list[str] = []
+
+    def observe(self, data: dict[str, Any]) -> None:
+        kind = data.get("type")
+        if kind == "message_start":
+            self.usage.update((data.get("message") or {}).get("usage") or {})
+        elif kind == "message_delta" and isinstance(data.get("usage"), dict):
+            self.usage.update({k: v for k, v in data["usage"].items() if v is not None})
+            self.final = True
+
+    def delivered(self, data: dict[str, Any]) -> None:
+        if data.get("type") != "content_block_delta":
+            return
+        delta = data.get("delta") or {}
+        if delta.get("type") == "text_delta":
+            self.text.append(str(delta.get("text", "")))
+        elif delta.get("type") == "input_json_delta":
+            self.text.append(str(delta.get("partial_json", "")))
+        elif delta.get("type") == "thinking_delta":
+            self.thinking.append(str(delta.get("thinking", "")))
+
+    def tokens(self) -> tuple[TokenCounts, bool]:
+        if self.final:
+            return tokens_from_anthropic(self.usage), False
+        if "input_tokens" in self.usage:
+            prompt = tokens_from_anthropic({**self.usage, "output_tokens": 0})
+        else:
+            from .tokens import count_messages
+
+            messages = list(self.body.get("messages") or [])
+            system = self.body.get("system")
+            if system:
+                messages.append(
+                    {
+                        "role": "system",
+                        "content": content_text(system) if not isinstance(system, str) else system,
+                    }
+                )
+            prompt = TokenCounts(input=count_messages(messages))
+        output = count_text("".join(self.text)) + count_text("".join(self.thinking))
+        return TokenCounts(
+            input=prompt.input,
+            cache_read=prompt.cache_read,
+            cache_write=prompt.cache_write,
+            output=output,
+        ), True
+
+
+class Accounting(Protocol):
+    def observe(self, data: dict[str, Any]) -> None: ...
+    def delivered(self, data: dict[str, Any]) -> None: ...
+    def tokens(self) -> tuple[TokenCounts, bool]: ...
+
+
+# -- formatting: what the client speaks ----------------------------------------------------
+
+
+class ChatFormat:
+    """OpenAI chunks to an OpenAI client. The upstream's usage chunk is held back and
+    replaced, at the end, by the normalised one if the client asked for usage."""
+
+    def __init__(self, grant: Grant) -> None:
+        self.include_usage = grant.params.include_usage
+        self.template: dict[str, Any] | None = None
+
+    def event(self, event: StreamEvent) -> bytes | None:
+        data = event.data
+        if self.template is None:
+            self.template = data
+        if isinstance(data.get("usage"), dict):
+            if not data.get("choices"):
+                self.template = data
+                return None
+            # Usage riding on a content chunk was read; it moves to the usage chunk.
+            data = {**data, "usage": None}
+            if not self.include_usage:
+                del data["usage"]
+            return sse.encode(orjson.dumps(data))
+        if event.raw is not None:
+            return event.raw
+        return sse.encode(orjson.dumps(data))
+
+    def end(self, tokens: TokenCounts, cost: int, upstream_usage: dict[str, Any] | None) -> bytes:
+        if not self.include_usage:
+            return DONE
+        template = self.template or {}
+        chunk: dict[str, Any] = {
+            key: template[key]
+            for key in ("id", "object", "created", "model", "system_fingerprint")
+            if key in template
+        }
+        chunk["choices"] = []
+        chunk["usage"] = usage_payload(tokens, cost, upstream_usage)
+        return sse.encode(orjson.dumps(chunk)) + DONE
+
+    def error(self, failure: ApiError) -> bytes:
+        return sse.encode(orjson.dumps(failure.payload()))
+
+
+class MessagesNativeFormat:
+    """Anthropic events from an Anthropic channel, passed through unchanged."""
+
+    def event(self, event: StreamEvent) -> bytes | None:
+        return event.raw if event.raw is not None else event_bytes(event.data)
+
+    def end(self, tokens: TokenCounts, cost: int, upstream_usage: dict[str, Any] | None) -> bytes:
+        return b""
+
+    def error(self, failure: ApiError) -> bytes:
+        return event_bytes(failure.anthropic_payload())
+
+
+class MessagesFromChatFormat:
+    """OpenAI chunks from another channel, translated to Anthropic events."""
+
+    def __init__(self, model: str) -> None:
+        self.translator = ChatToMessages(model)
+
+    def event(self, event: StreamEvent) -> bytes | None:
+        return self.translator.feed(event.data) or None
+
+    def end(self, tokens: TokenCounts, cost: int, upstream_usage: dict[str, Any] | None) -> bytes:
+        return self.translator.finish(tokens, micro_to_usd(cost))
+
+    def error(self, failure: ApiError) -> bytes:
+        return event_bytes(failure.anthropic_payload())
+
+
+class Format(Protocol):
+    def event(self, event: StreamEvent) -> bytes | None: ...
+    def end(
+        self, tokens: TokenCounts, cost: int, upstream_usage: dict[str, Any] | None
+    ) -> bytes: ...
+    def error(self, failure: ApiError) -> bytes: ...
 
 
 class StreamRelay:
@@ -101,91 +310,28 @@ class StreamRelay:
         self,
         *,
         grant: Grant,
+        route: Route,
         channel: ChannelInfo,
         stream: UpstreamStream,
         events: AsyncIterator[StreamEvent],
         first: StreamEvent,
         attempts: list[dict[str, Any]],
         started: float,
+        accounting: Accounting,
+        fmt: Format,
     ) -> None:
         self.grant = grant
+        self.route = route
         self.channel = channel
         self.stream = stream
         self.events = events
         self.first = first
         self.attempts = attempts
         self.started = started
+        self.accounting = accounting
+        self.fmt = fmt
         self.ttft_ms: int | None = None
-        self.upstream_usage: dict[str, Any] | None = None
-        self.usage_chunk: dict[str, Any] | None = None
-        # Text handed to the client, per choice index (each choice is counted on its own).
-        self.delivered_text: dict[int, list[str]] = {}
-        self.delivered_reasoning: dict[int, list[str]] = {}
         self._finishing = False
-
-    # -- what the client receives ------------------------------------------------
-
-    def _outgoing(self, event: StreamEvent) -> bytes | None:
-        data = event.data
-        usage = data.get("usage")
-        if isinstance(usage, dict):
-            self.upstream_usage = usage
-            if not data.get("choices"):
-                self.usage_chunk = data
-                return None
-            # Usage riding on a content chunk is read, then moved to the usage chunk.
-            data = {**data, "usage": None}
-            if not self.grant.params.include_usage:
-                del data["usage"]
-            return sse.encode(orjson.dumps(data))
-        if event.raw is not None:
-            return event.raw
-        return sse.encode(orjson.dumps(data))
-
-    def _count_delivered(self, event: StreamEvent) -> None:
-        for choice in event.data.get("choices") or ():
-            if not isinstance(choice, dict):
-                continue
-            delta = choice.get("delta")
-            if not isinstance(delta, dict):
-                continue
-            index = choice.get("index")
-            if not isinstance(index, int):
-                index = 0
-            text = self.delivered_text.setdefault(index, [])
-            content = delta.get("content")
-            if isinstance(content, str):
-                text.append(content)
-            reasoning = delta.get("reasoning_content") or delta.get("reasoning")
-            if isinstance(reasoning, str):
-                self.delivered_reasoning.setdefault(index, []).append(reasoning)
-            for call in delta.get("tool_calls") or ():
-                if isinstance(call, dict) and isinstance(call.get("function"), dict):
-                    fn = call["function"]
-                    text.append(str(fn.get("name") or "") + str(fn.get("arguments") or ""))
-
-    def _tokens(self) -> tuple[TokenCounts, bool]:
-        if self.upstream_usage is not None:
-            return tokens_from_openai(self.upstream_usage), False
-        return (
-            TokenCounts(
-                input=count_messages(self.grant.body.get("messages") or []),
-                output=sum(count_text("".join(p)) for p in self.delivered_text.values()),
-                reasoning=sum(count_text("".join(p)) for p in self.delivered_reasoning.values()),
-            ),
-            True,
-        )
-
-    def _usage_event(self, tokens: TokenCounts) -> bytes:
-        template = self.usage_chunk or self.first.data
-        chunk: dict[str, Any] = {
-            key: template[key]
-            for key in ("id", "object", "created", "model", "system_fingerprint")
-            if key in template
-        }
-        chunk["choices"] = []
-        chunk["usage"] = usage_payload(tokens, self.grant.price.cost(tokens), self.upstream_usage)
-        return sse.encode(orjson.dumps(chunk))
 
     async def body(self) -> AsyncIterator[bytes]:
         status = UsageRecord.Status.CANCELLED
@@ -193,27 +339,32 @@ class StreamRelay:
         try:
             event: StreamEvent | None = self.first
             while event is not None:
-                out = self._outgoing(event)
+                self.accounting.observe(event.data)
+                out = self.fmt.event(event)
                 if out is not None:
                     if self.ttft_ms is None:
                         self.ttft_ms = _ms_since(self.started)
                     yield out
-                    # Reaching here means the server took the chunk: it was delivered.
-                    self._count_delivered(event)
+                    # Reaching here means the server took the bytes: they were delivered.
+                    self.accounting.delivered(event.data)
                 event = await anext(self.events, None)
-            if self.grant.params.include_usage:
-                tokens, _ = self._tokens()
-                yield self._usage_event(tokens)
-            yield DONE
+            tokens, _ = self.accounting.tokens()
+            upstream_usage = getattr(self.accounting, "usage", None)
+            tail = self.fmt.end(
+                tokens,
+                self.route.price.cost(tokens),
+                upstream_usage if isinstance(self.accounting, OpenAIAccounting) else None,
+            )
+            if tail:
+                yield tail
             status, error_code = UsageRecord.Status.SUCCESS, ""
         except UpstreamStreamError as exc:
             status, error_code = UsageRecord.Status.INTERRUPTED, exc.code
-            failure = errors.upstream_error(502, exc.message, self.grant.request_id, exc.code)
-            yield sse.encode(orjson.dumps(failure.payload()))
+            yield self.fmt.error(
+                errors.upstream_error(502, exc.message, self.grant.request_id, exc.code)
+            )
         finally:
             await self.finish(status, error_code)
-
-    # -- the bill ----------------------------------------------------------------
 
     async def finish(self, status: str, error_code: str) -> None:
         """Close the upstream and write the usage record, exactly once."""
@@ -224,14 +375,12 @@ class StreamRelay:
             await asyncio.shield(self.stream.aclose())
         except Exception:
             logger.warning("closing upstream stream failed for %s", self.grant.request_id)
-        tokens, estimated = self._tokens()
+        tokens, estimated = self.accounting.tokens()
+        http_status = {"success": 200, "cancelled": 499}.get(status, 502)
         outcome = Outcome(
             status=status,
-            http_status=200
-            if status == UsageRecord.Status.SUCCESS
-            else 499
-            if status == UsageRecord.Status.CANCELLED
-            else 502,
+            http_status=http_status,
+            route=self.route,
             channel=self.channel,
             error_code=error_code,
             tokens=tokens,

@@ -16,14 +16,19 @@ MAX_N = 128
 
 
 @dataclass(frozen=True, slots=True)
-class ChatParams:
+class RequestParams:
+    """What the gateway needs to know about a request, whatever its endpoint."""
+
     model: str
     stream: bool
     # The client asked for the usage chunk at the end of a stream.
     include_usage: bool
+    # Completion tokens the request may produce (all choices); None: not set.
     max_tokens: int | None
     n: int
     user: str
+    # Endpoint without any completion (embeddings).
+    prompt_only: bool = False
 
 
 def parse_json_object(raw: bytes) -> dict[str, Any]:
@@ -82,7 +87,7 @@ def model_param(body: dict[str, Any]) -> str:
     return model
 
 
-def validate_chat(body: dict[str, Any]) -> ChatParams:
+def validate_chat(body: dict[str, Any]) -> RequestParams:
     model = model_param(body)
     messages = body.get("messages")
     if not isinstance(messages, list):
@@ -124,11 +129,105 @@ def validate_chat(body: dict[str, Any]) -> ChatParams:
     if user is not None and not isinstance(user, str):
         raise invalid_request("`user` must be a string.", param="user")
 
-    return ChatParams(
+    return RequestParams(
         model=model,
         stream=bool(stream),
         include_usage=include_usage,
         max_tokens=max_completion_tokens or max_tokens,
         n=n,
         user=(user or "")[:256],
+    )
+
+
+def _string(body: dict, name: str) -> str:
+    value = body.get(name)
+    if value is not None and not isinstance(value, str):
+        raise invalid_request(f"`{name}` must be a string.", param=name)
+    return (value or "")[:256]
+
+
+def validate_messages(body: dict[str, Any]) -> RequestParams:
+    """An Anthropic Messages API request (``POST /v1/messages``)."""
+    model = model_param(body)
+    max_tokens = body.get("max_tokens")
+    if max_tokens is None:
+        raise invalid_request("`max_tokens` is required.", param="max_tokens")
+    _positive_int(body, "max_tokens")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise invalid_request("`messages` must be a non-empty array.", param="messages")
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict) or message.get("role") not in ("user", "assistant"):
+            raise invalid_request(
+                f"`messages.{i}.role` must be `user` or `assistant`.", param=f"messages.{i}.role"
+            )
+        if not isinstance(message.get("content"), str | list):
+            raise invalid_request(
+                f"`messages.{i}.content` must be a string or an array of content blocks.",
+                param=f"messages.{i}.content",
+            )
+    system = body.get("system")
+    if system is not None and not isinstance(system, str | list):
+        raise invalid_request(
+            "`system` must be a string or an array of text blocks.", param="system"
+        )
+    _range(body, "temperature", 0, 1)
+    _range(body, "top_p", 0, 1)
+    if body.get("top_k") is not None and (not _is_int(body["top_k"]) or body["top_k"] < 0):
+        raise invalid_request("`top_k` must be a non-negative integer.", param="top_k")
+    stream = body.get("stream")
+    if stream is not None and not isinstance(stream, bool):
+        raise invalid_request("`stream` must be a boolean.", param="stream")
+    stops = body.get("stop_sequences")
+    if stops is not None and (
+        not isinstance(stops, list) or not all(isinstance(s, str) for s in stops)
+    ):
+        raise invalid_request(
+            "`stop_sequences` must be an array of strings.", param="stop_sequences"
+        )
+    metadata = body.get("metadata")
+    user = metadata.get("user_id") if isinstance(metadata, dict) else None
+    return RequestParams(
+        model=model,
+        stream=bool(stream),
+        include_usage=True,
+        max_tokens=max_tokens,
+        n=1,
+        user=user[:256] if isinstance(user, str) else "",
+    )
+
+
+def validate_embeddings(body: dict[str, Any]) -> RequestParams:
+    model = model_param(body)
+    value = body.get("input")
+    ok = (isinstance(value, str) and value != "") or (
+        isinstance(value, list)
+        and value
+        and (
+            all(isinstance(v, str) and v for v in value)
+            or all(_is_int(v) for v in value)
+            or all(isinstance(v, list) and v and all(_is_int(t) for t in v) for v in value)
+        )
+    )
+    if not ok:
+        raise invalid_request(
+            "`input` must be a non-empty string, an array of non-empty strings, or token arrays.",
+            param="input",
+        )
+    if isinstance(value, list) and len(value) > 2048:
+        raise invalid_request("`input` may hold at most 2048 items.", param="input")
+    _positive_int(body, "dimensions")
+    encoding = body.get("encoding_format")
+    if encoding is not None and encoding not in ("float", "base64"):
+        raise invalid_request(
+            "`encoding_format` must be `float` or `base64`.", param="encoding_format"
+        )
+    return RequestParams(
+        model=model,
+        stream=False,
+        include_usage=False,
+        max_tokens=None,
+        n=1,
+        user=_string(body, "user"),
+        prompt_only=True,
     )

@@ -5,25 +5,46 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from billing.pricing import TokenCounts
+from billing.pricing import TokenCounts, micro_to_usd
 from usage.models import UsageRecord
 
-from . import errors
-from .adapters import UpstreamFailure, UpstreamReply, adapter_for
+from . import anthropic, errors
+from .adapters import UpstreamFailure, UpstreamReply
 from .errors import ApiError
 from .normalize import usage_payload
-from .router import MAX_ATTEMPTS, route_order
+from .providers import adapter_for
 from .selectors import ChannelInfo
-from .services import Grant, Outcome, authenticate, relay_authorize, relay_finish
-from .streaming import StreamRelay, open_with_failover
+from .services import (
+    CHAT,
+    EMBEDDINGS,
+    MESSAGES,
+    Endpoint,
+    Grant,
+    Outcome,
+    Route,
+    authenticate,
+    relay_authorize,
+    relay_finish,
+)
+from .streaming import (
+    AnthropicAccounting,
+    ChatFormat,
+    MessagesFromChatFormat,
+    MessagesNativeFormat,
+    OpenAIAccounting,
+    StreamRelay,
+    candidates,
+    open_with_failover,
+)
 from .threads import db
-from .tokens import count_completion, count_messages
+from .tokens import count_completion, count_messages, count_text
 
 logger = logging.getLogger("tollgate.relay")
 
@@ -48,64 +69,44 @@ def client_ip(request: HttpRequest) -> str | None:
     return request.META.get("REMOTE_ADDR") or None
 
 
-def _json(payload: Any, request_id: str, status: int = 200) -> HttpResponse:
-    response = HttpResponse(orjson.dumps(payload), status=status, content_type="application/json")
-    response["x-request-id"] = request_id
-    return response
-
-
-def _method_not_allowed(request_id: str, allowed: str) -> HttpResponse:
-    response = ApiError(
-        405,
-        f"Use {allowed} for this endpoint.",
-        type="invalid_request_error",
-        code="method_not_allowed",
-    ).response(request_id)
-    response["allow"] = allowed
-    return response
-
-
-def _internal_error(request_id: str) -> HttpResponse:
-    return ApiError(
-        500,
-        f"The gateway could not complete the request (request id: {request_id}).",
-        type="api_error",
-        code="internal_error",
-    ).response(request_id)
-
-
 def _elapsed_ms(started: float) -> int:
     return int((time.perf_counter() - started) * 1000)
 
 
-async def call_with_failover(
-    grant: Grant, attempts: list[dict[str, Any]]
-) -> tuple[UpstreamReply, ChannelInfo]:
-    """Try channels in routing order until one answers; retryable failures move on."""
-    failure: UpstreamFailure | None = None
-    for channel in route_order(grant.channels)[:MAX_ATTEMPTS]:
+def _with_headers(response, grant: Grant):
+    response["x-request-id"] = grant.request_id
+    if grant.endpoint is MESSAGES:
+        # Where the Anthropic SDK looks for it (``message._request_id``).
+        response["request-id"] = grant.request_id
+    for name, value in grant.rate_headers.items():
+        response[name] = value
+    return response
+
+
+def _json(payload: Any, grant: Grant) -> HttpResponse:
+    return _with_headers(
+        HttpResponse(orjson.dumps(payload), content_type="application/json"), grant
+    )
+
+
+def _is_native(grant: Grant, channel: ChannelInfo) -> bool:
+    """An Anthropic-shaped request going to an Anthropic channel: no translation."""
+    return grant.endpoint is MESSAGES and channel.type == "anthropic"
+
+
+def _upstream_body(grant: Grant, route: Route, channel: ChannelInfo) -> dict[str, Any]:
+    if grant.endpoint is MESSAGES and not _is_native(grant, channel):
+        body = anthropic.messages_to_chat(grant.body)
+    else:
         body = dict(grant.body)
-        body["model"] = channel.upstream_model(grant.params.model)
-        started = time.perf_counter()
-        try:
-            reply = await adapter_for(channel).complete(channel, body)
-        except UpstreamFailure as exc:
-            attempts.append(
-                {
-                    "channel": channel.id,
-                    "status": exc.upstream_status or exc.status,
-                    "error": exc.code,
-                    "ms": _elapsed_ms(started),
-                }
-            )
-            if not exc.retryable:
-                raise
-            failure = exc
-            continue
-        attempts.append({"channel": channel.id, "status": 200, "ms": _elapsed_ms(started)})
-        return reply, channel
-    assert failure is not None
-    raise failure
+    body["model"] = channel.upstream_model(route.model)
+    return body
+
+
+def _prompt_messages(grant: Grant) -> list[Any]:
+    if grant.endpoint is MESSAGES:
+        return anthropic.messages_to_chat(grant.body)["messages"]
+    return grant.body.get("messages") or []
 
 
 async def _finish(grant: Grant, outcome: Outcome) -> tuple[int, int]:
@@ -120,47 +121,16 @@ def _cancelled(grant: Grant, attempts: list[dict[str, Any]], started: float) -> 
         status=UsageRecord.Status.CANCELLED,
         http_status=499,
         error_code="client_disconnected",
-        tokens=TokenCounts(input=count_messages(grant.body.get("messages") or [])),
+        tokens=TokenCounts(input=count_messages(_prompt_messages(grant))),
         estimated=True,
         attempts=attempts,
         latency_ms=_elapsed_ms(started),
     )
 
 
-async def _complete(grant: Grant, started: float) -> HttpResponse:
-    attempts: list[dict[str, Any]] = []
-    try:
-        reply, channel = await call_with_failover(grant, attempts)
-    except asyncio.CancelledError:
-        await _finish(grant, _cancelled(grant, attempts, started))
-        raise
-    except UpstreamFailure as exc:
-        return await _upstream_failed(grant, exc, attempts, started)
-
-    tokens = reply.tokens
-    estimated = tokens is None
-    if tokens is None:
-        tokens = TokenCounts(
-            input=count_messages(grant.body.get("messages") or []),
-            output=count_completion(reply.body),
-        )
-    _, cost = await _finish(
-        grant,
-        Outcome(
-            status=UsageRecord.Status.SUCCESS,
-            http_status=200,
-            channel=channel,
-            tokens=tokens,
-            estimated=estimated,
-            attempts=attempts,
-            latency_ms=_elapsed_ms(started),
-        ),
-    )
-    reply.body["usage"] = usage_payload(tokens, cost, reply.upstream_usage)
-    return _json(reply.body, grant.request_id)
-
-
-async def _upstream_failed(grant: Grant, exc: UpstreamFailure, attempts, started) -> HttpResponse:
+async def _upstream_failed(
+    grant: Grant, exc: UpstreamFailure, attempts: list[dict[str, Any]], started: float
+) -> HttpResponse:
     await _finish(
         grant,
         Outcome(
@@ -171,50 +141,225 @@ async def _upstream_failed(grant: Grant, exc: UpstreamFailure, attempts, started
             latency_ms=_elapsed_ms(started),
         ),
     )
-    if exc.client_error is not None:
-        return exc.client_error.response(grant.request_id)
-    return errors.upstream_error(exc.status, exc.message, grant.request_id, exc.code).response(
-        grant.request_id
+    error = exc.client_error or errors.upstream_error(
+        exc.status, exc.message, grant.request_id, exc.code
     )
+    return _with_headers(error.response(anthropic=grant.endpoint is MESSAGES), grant)
 
 
-async def _stream(grant: Grant, started: float) -> HttpResponse | StreamingHttpResponse:
+# -- one answer ------------------------------------------------------------------------
+
+
+async def _call(grant: Grant, route: Route, channel: ChannelInfo) -> UpstreamReply:
+    adapter = adapter_for(channel)
+    body = _upstream_body(grant, route, channel)
+    if grant.endpoint is EMBEDDINGS:
+        return await adapter.embeddings(channel, body)  # type: ignore[union-attr]
+    if _is_native(grant, channel):
+        return await adapter.messages_complete(channel, body)  # type: ignore[union-attr]
+    return await adapter.complete(channel, body)
+
+
+async def call_with_failover(
+    grant: Grant, attempts: list[dict[str, Any]]
+) -> tuple[UpstreamReply, Route, ChannelInfo]:
+    """Try (model, channel) pairs in routing order until one answers."""
+    failure: UpstreamFailure | None = None
+    for route, channel in candidates(grant):
+        started = time.perf_counter()
+        try:
+            reply = await _call(grant, route, channel)
+        except UpstreamFailure as exc:
+            attempts.append(
+                {
+                    "channel": channel.id,
+                    "model": route.model,
+                    "status": exc.upstream_status or exc.status,
+                    "error": exc.code,
+                    "ms": _elapsed_ms(started),
+                }
+            )
+            if not exc.retryable:
+                raise
+            failure = exc
+            continue
+        attempts.append(
+            {"channel": channel.id, "model": route.model, "status": 200, "ms": _elapsed_ms(started)}
+        )
+        return reply, route, channel
+    assert failure is not None
+    raise failure
+
+
+def _estimate(grant: Grant, reply: UpstreamReply, native: bool) -> TokenCounts:
+    """Tokens of an answer whose upstream reported no usage, counted locally."""
+    prompt = count_messages(_prompt_messages(grant))
+    if grant.endpoint is EMBEDDINGS:
+        value = grant.body.get("input")
+        items = [value] if isinstance(value, str) else value or []
+        return TokenCounts(
+            input=sum(count_text(i) if isinstance(i, str) else 1 for i in items)
+            if not (items and isinstance(items[0], list))
+            else sum(len(i) for i in items)
+        )
+    if native:
+        text = "".join(
+            b.get("text", "") for b in reply.body.get("content") or [] if isinstance(b, dict)
+        )
+        return TokenCounts(input=prompt, output=count_text(text))
+    return TokenCounts(input=prompt, output=count_completion(reply.body))
+
+
+def _render(
+    grant: Grant,
+    route: Route,
+    channel: ChannelInfo,
+    reply: UpstreamReply,
+    tokens: TokenCounts,
+    cost: int,
+) -> dict[str, Any]:
+    if grant.endpoint is MESSAGES:
+        if _is_native(grant, channel):
+            body = reply.body
+            body["usage"] = {
+                **(reply.upstream_usage or anthropic.anthropic_usage(tokens)),
+                "cost": micro_to_usd(cost),
+            }
+            return body
+        message = anthropic.chat_to_message(reply.body, route.model, tokens)
+        message["usage"]["cost"] = micro_to_usd(cost)
+        return message
+    reply.body["usage"] = usage_payload(tokens, cost, reply.upstream_usage)
+    return reply.body
+
+
+async def _complete(grant: Grant, started: float) -> HttpResponse:
     attempts: list[dict[str, Any]] = []
     try:
-        channel, stream, events, first = await open_with_failover(grant, attempts)
+        reply, route, channel = await call_with_failover(grant, attempts)
     except asyncio.CancelledError:
         await _finish(grant, _cancelled(grant, attempts, started))
         raise
     except UpstreamFailure as exc:
         return await _upstream_failed(grant, exc, attempts, started)
+
+    tokens = reply.tokens
+    estimated = tokens is None
+    if tokens is None:
+        tokens = _estimate(grant, reply, _is_native(grant, channel))
+    _, cost = await _finish(
+        grant,
+        Outcome(
+            status=UsageRecord.Status.SUCCESS,
+            http_status=200,
+            route=route,
+            channel=channel,
+            tokens=tokens,
+            estimated=estimated,
+            attempts=attempts,
+            latency_ms=_elapsed_ms(started),
+        ),
+    )
+    return _json(_render(grant, route, channel, reply, tokens, cost), grant)
+
+
+# -- a stream --------------------------------------------------------------------------
+
+
+def _opener(grant: Grant) -> Callable[[Route, ChannelInfo], Awaitable[Any]]:
+    async def open_stream(route: Route, channel: ChannelInfo):
+        adapter = adapter_for(channel)
+        body = _upstream_body(grant, route, channel)
+        if _is_native(grant, channel):
+            return await adapter.messages_stream(channel, body)  # type: ignore[union-attr]
+        options = body.get("stream_options")
+        body["stream"] = True
+        body["stream_options"] = {
+            **(options if isinstance(options, dict) else {}),
+            "include_usage": True,
+        }
+        return await adapter.open_stream(channel, body)  # type: ignore[union-attr]
+
+    return open_stream
+
+
+async def _stream(grant: Grant, started: float) -> HttpResponse | StreamingHttpResponse:
+    attempts: list[dict[str, Any]] = []
+    try:
+        route, channel, stream, events, first = await open_with_failover(
+            grant, attempts, _opener(grant)
+        )
+    except asyncio.CancelledError:
+        await _finish(grant, _cancelled(grant, attempts, started))
+        raise
+    except UpstreamFailure as exc:
+        return await _upstream_failed(grant, exc, attempts, started)
+    if _is_native(grant, channel):
+        accounting: Any = AnthropicAccounting(grant.body)
+        fmt: Any = MessagesNativeFormat()
+    else:
+        accounting = OpenAIAccounting(_prompt_messages(grant))
+        fmt = (
+            MessagesFromChatFormat(route.model) if grant.endpoint is MESSAGES else ChatFormat(grant)
+        )
     relay = StreamRelay(
         grant=grant,
+        route=route,
         channel=channel,
         stream=stream,
         events=events,
         first=first,
         attempts=attempts,
         started=started,
+        accounting=accounting,
+        fmt=fmt,
     )
     task = asyncio.current_task()
     if task is not None:
         task.add_done_callback(relay.finish_if_never_started)
     response = StreamingHttpResponse(relay.body(), content_type="text/event-stream; charset=utf-8")
-    response["x-request-id"] = grant.request_id
     response["cache-control"] = "no-cache"
     response["x-accel-buffering"] = "no"
+    return _with_headers(response, grant)
+
+
+# -- the endpoints ---------------------------------------------------------------------
+
+
+def _method_not_allowed(
+    request_id: str, allowed: str, anthropic_shape: bool = False
+) -> HttpResponse:
+    response = ApiError(
+        405,
+        f"Use {allowed} for this endpoint.",
+        type="invalid_request_error",
+        code="method_not_allowed",
+    ).response(request_id, anthropic=anthropic_shape)
+    response["allow"] = allowed
     return response
 
 
-@csrf_exempt
-async def chat_completions(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
+def _internal_error(request_id: str, anthropic_shape: bool) -> HttpResponse:
+    return ApiError(
+        500,
+        f"The gateway could not complete the request (request id: {request_id}).",
+        type="api_error",
+        code="internal_error",
+    ).response(request_id, anthropic=anthropic_shape)
+
+
+async def _serve(
+    request: HttpRequest, endpoint: Endpoint, raw_key: str | None
+) -> HttpResponse | StreamingHttpResponse:
     started = time.perf_counter()
     request_id = request_id_for(request)
+    anthropic_shape = endpoint is MESSAGES
     if request.method != "POST":
-        return _method_not_allowed(request_id, "POST")
+        return _method_not_allowed(request_id, "POST", anthropic_shape)
     try:
         grant = await db(relay_authorize)(
-            raw_key=bearer_key(request),
+            endpoint=endpoint,
+            raw_key=raw_key,
             raw_body=request.body,
             client_ip=client_ip(request),
             request_id=request_id,
@@ -223,10 +368,26 @@ async def chat_completions(request: HttpRequest) -> HttpResponse | StreamingHttp
             return await _stream(grant, started)
         return await _complete(grant, started)
     except ApiError as exc:
-        return exc.response(request_id)
+        return exc.response(request_id, anthropic=anthropic_shape)
     except Exception:
         logger.exception("request %s failed inside the gateway", request_id)
-        return _internal_error(request_id)
+        return _internal_error(request_id, anthropic_shape)
+
+
+@csrf_exempt
+async def chat_completions(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
+    return await _serve(request, CHAT, bearer_key(request))
+
+
+@csrf_exempt
+async def embeddings(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
+    return await _serve(request, EMBEDDINGS, bearer_key(request))
+
+
+@csrf_exempt
+async def messages(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
+    """The Anthropic Messages API; the key comes in ``x-api-key`` or as a Bearer token."""
+    return await _serve(request, MESSAGES, request.headers.get("x-api-key") or bearer_key(request))
 
 
 @csrf_exempt
@@ -238,7 +399,7 @@ async def models(request: HttpRequest) -> HttpResponse:
     if request.method != "GET":
         return _method_not_allowed(request_id, "GET")
     try:
-        key = await db(authenticate)(bearer_key(request))
+        key = await db(authenticate)(bearer_key(request) or request.headers.get("x-api-key"))
     except ApiError as exc:
         return exc.response(request_id)
     prices = await db(prices_current)(group_id=key.price_group_id)
@@ -253,4 +414,8 @@ async def models(request: HttpRequest) -> HttpResponse:
         for model, price in sorted(prices.items())
         if not key.allowed_models or model in key.allowed_models
     ]
-    return _json({"object": "list", "data": data}, request_id)
+    response = HttpResponse(
+        orjson.dumps({"object": "list", "data": data}), content_type="application/json"
+    )
+    response["x-request-id"] = request_id
+    return response

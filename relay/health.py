@@ -1,0 +1,239 @@
+"""Channel health, shared by every web process through Redis.
+
+A channel that fails ``HEALTH_FAILURES`` times within ``HEALTH_WINDOW`` seconds
+cools down for ``HEALTH_COOLDOWN`` seconds and gets no traffic. When the cool-down
+is over the channel is half-open: the Celery beat probe (or the next request)
+tries it; a success brings it back, a failure cools it down again for twice as
+long (up to ``HEALTH_COOLDOWN_MAX``). The router reads a per-process snapshot that
+is at most a second old.
+
+Also kept here: a moving average of each model's latency, for ``model: "auto"``
+with the fastest strategy.
+"""
+
+import threading
+import time
+import uuid
+
+import redis
+from django.conf import settings
+
+from . import shared
+
+COOLING_KEY = "tg:h:cooling"
+LATENCY_KEY = "tg:lat"
+_SNAPSHOT_SECONDS = 1.0
+# Errors that say something about the channel (not about the request).
+HEALTH_ERRORS = frozenset(
+    {
+        "upstream_timeout",
+        "upstream_unreachable",
+        "upstream_failed",
+        "upstream_rate_limited",
+        "upstream_bad_response",
+        "upstream_stream_failed",
+        "upstream_empty_stream",
+    }
+)
+
+_FAILED = shared.Script(
+    """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local id, member = ARGV[1], ARGV[2]
+local threshold, window, base, cap = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local state = redis.call('HGET', KEYS[1], id)
+if state then
+  local sep = string.find(state, ':')
+  local until_ms, level = tonumber(string.sub(state, 1, sep - 1)), tonumber(string.sub(state, sep + 1))
+  if until_ms > now then return {0, until_ms} end
+  level = level + 1
+  until_ms = now + math.min(base * 2 ^ level, cap)
+  redis.call('HSET', KEYS[1], id, string.format('%d:%d', until_ms, level))
+  return {1, until_ms}
+end
+redis.call('ZADD', KEYS[2], now, member)
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - window)
+redis.call('PEXPIRE', KEYS[2], window)
+if redis.call('ZCARD', KEYS[2]) >= threshold then
+  redis.call('DEL', KEYS[2])
+  local until_ms = now + base
+  redis.call('HSET', KEYS[1], id, string.format('%d:0', until_ms))
+  return {1, until_ms}
+end
+return {0, 0}
+"""
+)
+
+_LATENCY = shared.Script(
+    """
+local old = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or ARGV[2])
+redis.call('HSET', KEYS[1], ARGV[1], string.format('%.1f', old * 0.8 + tonumber(ARGV[2]) * 0.2))
+return 1
+"""
+)
+
+
+def _cfg(name: str) -> float:
+    return float(settings.TOLLGATE[name])
+
+
+class _Local:
+    """Process-memory state: the embedded mode, and a fallback while Redis is down."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.failures: dict[int, list[float]] = {}
+        self.cooling: dict[int, tuple[float, int]] = {}
+        self.latency: dict[str, float] = {}
+
+    def failed(self, channel_id: int) -> float | None:
+        now = time.time() * 1000
+        with self.lock:
+            state = self.cooling.get(channel_id)
+            if state is not None:
+                until, level = state
+                if until > now:
+                    return None
+                level += 1
+                until = now + min(
+                    _cfg("HEALTH_COOLDOWN") * 1000 * 2**level, _cfg("HEALTH_COOLDOWN_MAX") * 1000
+                )
+                self.cooling[channel_id] = (until, level)
+                return until
+            window = _cfg("HEALTH_WINDOW") * 1000
+            recent = [t for t in self.failures.get(channel_id, []) if t > now - window] + [now]
+            if len(recent) >= _cfg("HEALTH_FAILURES"):
+                self.failures.pop(channel_id, None)
+                until = now + _cfg("HEALTH_COOLDOWN") * 1000
+                self.cooling[channel_id] = (until, 0)
+                return until
+            self.failures[channel_id] = recent
+            return None
+
+
+_local = _Local()
+_snapshot: tuple[float, dict[int, tuple[float, int]]] = (0.0, {})
+_latency_snapshot: tuple[float, dict[str, float]] = (0.0, {})
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _parse_cooling(raw: dict) -> dict[int, tuple[float, int]]:
+    result = {}
+    for key, value in raw.items():
+        until, _, level = _text(value).partition(":")
+        result[int(key)] = (float(until), int(level or 0))
+    return result
+
+
+def cooling() -> dict[int, tuple[float, int]]:
+    """Channels cooling down or half-open: id -> (until, epoch ms; backoff level)."""
+    global _snapshot
+    now = time.monotonic()
+    if now - _snapshot[0] < _SNAPSHOT_SECONDS:
+        return _snapshot[1]
+    state = dict(_local.cooling)
+    conn = shared.client()
+    if conn is not None:
+        try:
+            state.update(_parse_cooling(conn.hgetall(COOLING_KEY)))
+        except redis.RedisError as exc:
+            shared.failed(exc)
+    _snapshot = (now, state)
+    return state
+
+
+def is_available(channel_id: int) -> bool:
+    state = cooling().get(channel_id)
+    return state is None or state[0] <= time.time() * 1000
+
+
+def channel_failed(channel_id: int) -> float | None:
+    """Count a failure; returns the cool-down end (epoch ms) if the channel now cools down."""
+    global _snapshot
+    until = None
+    conn = shared.client()
+    if conn is not None:
+        try:
+            result = _FAILED(
+                [COOLING_KEY, f"tg:h:fail:{channel_id}"],
+                [
+                    channel_id,
+                    uuid.uuid4().hex,
+                    int(_cfg("HEALTH_FAILURES")),
+                    int(_cfg("HEALTH_WINDOW") * 1000),
+                    int(_cfg("HEALTH_COOLDOWN") * 1000),
+                    int(_cfg("HEALTH_COOLDOWN_MAX") * 1000),
+                ],
+            )
+            until = float(result[1]) if int(result[0]) else None
+        except redis.RedisError as exc:
+            shared.failed(exc)
+            until = _local.failed(channel_id)
+    else:
+        until = _local.failed(channel_id)
+    if until is not None:
+        _snapshot = (0.0, {})
+    return until
+
+
+def channel_recovered(channel_id: int) -> bool:
+    """Bring a cooling or half-open channel back. True if it was out."""
+    global _snapshot
+    if channel_id not in cooling():
+        return False
+    with _local.lock:
+        _local.cooling.pop(channel_id, None)
+    conn = shared.client()
+    if conn is not None:
+        try:
+            conn.hdel(COOLING_KEY, str(channel_id))
+        except redis.RedisError as exc:
+            shared.failed(exc)
+    _snapshot = (0.0, {})
+    return True
+
+
+def latency_observed(model: str, ms: int) -> None:
+    conn = shared.client()
+    if conn is not None:
+        try:
+            _LATENCY([LATENCY_KEY], [model, ms])
+            return
+        except redis.RedisError as exc:
+            shared.failed(exc)
+    with _local.lock:
+        old = _local.latency.get(model, float(ms))
+        _local.latency[model] = old * 0.8 + ms * 0.2
+
+
+def latencies() -> dict[str, float]:
+    """Moving average latency (ms) per model, at most a few seconds old."""
+    global _latency_snapshot
+    now = time.monotonic()
+    if now - _latency_snapshot[0] < 5.0:
+        return _latency_snapshot[1]
+    values = dict(_local.latency)
+    conn = shared.client()
+    if conn is not None:
+        try:
+            raw: dict = conn.hgetall(LATENCY_KEY)  # type: ignore[assignment]
+            values.update({_text(k): float(v) for k, v in raw.items()})
+        except redis.RedisError as exc:
+            shared.failed(exc)
+    _latency_snapshot = (now, values)
+    return values
+
+
+def reset_local() -> None:
+    """Forget process-memory state (tests)."""
+    global _snapshot, _latency_snapshot
+    with _local.lock:
+        _local.failures.clear()
+        _local.cooling.clear()
+        _local.latency.clear()
+    _snapshot = (0.0, {})
+    _latency_snapshot = (0.0, {})
