@@ -9,7 +9,7 @@ from config import celery_app
 from config.localcache import clear_all
 
 from .servers import ServerThread
-from .upstream import FakeUpstream
+from .upstream import FakeAnthropic, FakeUpstream
 
 
 def pytest_configure(config):
@@ -23,10 +23,15 @@ def pytest_configure(config):
 @pytest.fixture(autouse=True)
 def _fresh_state():
     """Each test starts with empty per-process caches and an empty Redis database."""
+    from relay import health, shared
+
     clear_all()
+    health.reset_local()
+    shared.reset()
     redis.Redis.from_url(settings.REDIS_URL).flushdb()
     yield
     clear_all()
+    health.reset_local()
 
 
 @pytest.fixture(scope="session")
@@ -61,6 +66,42 @@ def upstream(_upstream_server):
     """A loopback OpenAI-compatible upstream, reset for each test."""
     _upstream_server.reset()
     return _upstream_server
+
+
+@pytest.fixture(scope="session")
+def _server_pool():
+    servers = []
+
+    def start(fake):
+        server = ServerThread(fake).start()
+        fake.base_url = f"{server.url}/v1"
+        fake.root_url = server.url
+        servers.append(server)
+        return fake
+
+    pool = {
+        "openai": [start(FakeUpstream()) for _ in range(3)],
+        "anthropic": [start(FakeAnthropic())],
+    }
+    yield pool
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def more_upstreams(_server_pool):
+    """Three more OpenAI-compatible loopback upstreams, each scriptable on its own."""
+    for fake in _server_pool["openai"]:
+        fake.reset()
+    return _server_pool["openai"]
+
+
+@pytest.fixture
+def anthropic_upstream(_server_pool):
+    """A loopback upstream speaking the Anthropic Messages API."""
+    fake = _server_pool["anthropic"][0]
+    fake.reset()
+    return fake
 
 
 @pytest.fixture(scope="session")

@@ -31,10 +31,14 @@ class FakeUpstream:
         self.streams_finished = 0
         self.streams_cancelled = 0
         self.stream_events = threading.Event()
+        self.probes = 0
+        self.probe_status = 200
         self._lock = threading.Lock()
 
     def reset(self) -> None:
         with self._lock:
+            self.probes = 0
+            self.probe_status = 200
             self.requests.clear()
             self.script.clear()
             self.delay = 0.0
@@ -62,6 +66,12 @@ class FakeUpstream:
         raw = b"".join(chunks)
         body = orjson.loads(raw) if raw else {}
         headers = {k.decode(): v.decode() for k, v in scope["headers"]}
+        if scope["method"] == "GET":  # the health probe's model list
+            with self._lock:
+                self.probes += 1
+                status = self.probe_status
+            await _send_json(send, status, {"object": "list", "data": []})
+            return
         with self._lock:
             self.requests.append({"path": scope["path"], "headers": headers, "json": body})
             behaviour = self.script.popleft() if self.script else {}
@@ -77,6 +87,8 @@ class FakeUpstream:
         elif status >= 400:
             message = behaviour.get("message", "upstream failure")
             payload = {"error": {"message": message, "type": "server_error"}}
+        elif scope["path"].endswith("/embeddings"):
+            payload = mock.embeddings(body)
         else:
             payload = mock.completion(body)
         data = payload if isinstance(payload, bytes) else orjson.dumps(payload)
@@ -164,3 +176,162 @@ async def _all_chunks(body):
     return_chunks = mock.completion_chunks(clean)
     async for chunk in return_chunks:
         yield chunk
+
+
+async def _send_json(send, status: int, payload: Any) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json")],
+        }
+    )
+    await send({"type": "http.response.body", "body": orjson.dumps(payload)})
+
+
+class FakeAnthropic(FakeUpstream):
+    """An upstream speaking the Anthropic Messages API, written out by hand here (not
+    produced by the gateway's own translators). Scriptable as the OpenAI fake, plus
+    ``usage``: the usage object to report (cache reads and writes included)."""
+
+    async def __call__(self, scope, receive, send) -> None:
+        chunks = []
+        while True:
+            message = await receive()
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body"):
+                break
+        raw = b"".join(chunks)
+        body = orjson.loads(raw) if raw else {}
+        headers = {k.decode(): v.decode() for k, v in scope["headers"]}
+        if scope["method"] == "GET":
+            with self._lock:
+                self.probes += 1
+            await _send_json(send, self.probe_status, {"data": [], "has_more": False})
+            return
+        with self._lock:
+            self.requests.append({"path": scope["path"], "headers": headers, "json": body})
+            behaviour = self.script.popleft() if self.script else {}
+        if behaviour.get("delay"):
+            await asyncio.sleep(behaviour["delay"])
+        status = behaviour.get("status", 200)
+        if status >= 400:
+            await _send_json(
+                send, status, {"type": "error", "error": {"type": "api_error", "message": "boom"}}
+            )
+            return
+        usage = behaviour.get(
+            "usage",
+            {
+                "input_tokens": 21,
+                "cache_creation_input_tokens": 0,
+                "cache_read_input_tokens": 0,
+                "output_tokens": 9,
+            },
+        )
+        tool = (body.get("tools") or [None])[0]
+        last = body["messages"][-1]["content"]
+        answered = isinstance(last, list) and any(b.get("type") == "tool_result" for b in last)
+        if tool and not answered:
+            content = [
+                {
+                    "type": "tool_use",
+                    "id": "toolu_01",
+                    "name": tool["name"],
+                    "input": {"city": "Paris"},
+                }
+            ]
+            stop = "tool_use"
+        else:
+            content = [{"type": "text", "text": "Bonjour from Claude."}]
+            stop = "end_turn"
+        message = {
+            "id": "msg_01",
+            "type": "message",
+            "role": "assistant",
+            "model": body["model"],
+            "content": content,
+            "stop_reason": stop,
+            "stop_sequence": None,
+            "usage": usage,
+        }
+        if not body.get("stream"):
+            await _send_json(send, 200, message)
+            return
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"text/event-stream")],
+            }
+        )
+
+        async def emit(event: dict) -> None:
+            data = b"event: " + event["type"].encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n"
+            await send({"type": "http.response.body", "body": data, "more_body": True})
+
+        start_usage = {k: v for k, v in usage.items() if k != "output_tokens"} | {
+            "output_tokens": 1
+        }
+        await emit(
+            {
+                "type": "message_start",
+                "message": {**message, "content": [], "stop_reason": None, "usage": start_usage},
+            }
+        )
+        await emit({"type": "ping"})
+        for index, block in enumerate(content):
+            if block["type"] == "text":
+                await emit(
+                    {
+                        "type": "content_block_start",
+                        "index": index,
+                        "content_block": {"type": "text", "text": ""},
+                    }
+                )
+                for piece in ("Bonjour", " from", " Claude."):
+                    if behaviour.get("chunk_delay"):
+                        await asyncio.sleep(behaviour["chunk_delay"])
+                    await emit(
+                        {
+                            "type": "content_block_delta",
+                            "index": index,
+                            "delta": {"type": "text_delta", "text": piece},
+                        }
+                    )
+            else:
+                await emit(
+                    {
+                        "type": "content_block_start",
+                        "index": index,
+                        "content_block": {**block, "input": {}},
+                    }
+                )
+                for piece in ('{"city"', ': "Paris"}'):
+                    await emit(
+                        {
+                            "type": "content_block_delta",
+                            "index": index,
+                            "delta": {"type": "input_json_delta", "partial_json": piece},
+                        }
+                    )
+            await emit({"type": "content_block_stop", "index": index})
+        if behaviour.get("break_before_end"):
+            raise ConnectionAbortedError("scripted break")
+        # Cumulative usage: output grows, the final value wins.
+        await emit(
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": stop, "stop_sequence": None},
+                "usage": {"output_tokens": 2},
+            }
+        )
+        await emit(
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": stop, "stop_sequence": None},
+                "usage": {"output_tokens": usage["output_tokens"]},
+            }
+        )
+        await emit({"type": "message_stop"})
+        await send({"type": "http.response.body", "body": b""})

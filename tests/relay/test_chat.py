@@ -63,7 +63,12 @@ def test_answer_is_the_upstreams_with_normalised_usage_and_the_charge_is_booked(
     assert record.cost == 360
     assert record.price_snapshot["input"] == "0.150000"
     assert record.attempts == [
-        {"channel": relay_env.channel.id, "status": 200, "ms": record.attempts[0]["ms"]}
+        {
+            "channel": relay_env.channel.id,
+            "model": "gpt-4o-mini",
+            "status": 200,
+            "ms": record.attempts[0]["ms"],
+        }
     ]
 
     account = relay_env.refresh()

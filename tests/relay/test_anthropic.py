@@ -1,0 +1,484 @@
+"""Anthropic both ways: chat completions to an Anthropic channel, and /v1/messages."""
+
+from decimal import Decimal
+
+import anthropic
+import openai
+import orjson
+import pytest
+
+from billing.pricing import Price, TokenCounts, micro_to_usd
+from relay import anthropic as tr
+from relay.models import Channel
+from relay.selectors import channel_cache_invalidate
+from tests.conftest import wait_for
+from tests.factories import ChannelFactory, ModelPriceFactory
+from usage.models import UsageRecord
+
+SONNET = Price.from_decimals(
+    model="claude-sonnet-4", input="3.00", output="15.00", cache_read="0.30", cache_write="3.75"
+)
+CACHED_USAGE = {
+    "input_tokens": 40,
+    "cache_read_input_tokens": 2000,
+    "cache_creation_input_tokens": 300,
+    "output_tokens": 120,
+}
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "Weather for a city",
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"type": "string"}},
+                "required": ["city"],
+            },
+        },
+    }
+]
+
+
+# -- translation, as pure functions ---------------------------------------------------
+
+
+def test_chat_request_becomes_a_messages_request():
+    body = {
+        "model": "x",
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Weather?"},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAA"}}
+                ],
+            },
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": "call_1",
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+                    }
+                ],
+            },
+            {"role": "tool", "tool_call_id": "call_1", "content": "18C"},
+        ],
+        "tools": TOOLS,
+        "tool_choice": "required",
+        "parallel_tool_calls": False,
+        "temperature": 1.7,
+        "stop": "END",
+        "max_completion_tokens": 99,
+        "user": "u-1",
+    }
+    out = tr.chat_to_anthropic(body, "claude-up")
+    assert out["model"] == "claude-up" and out["system"] == "Be brief." and out["max_tokens"] == 99
+    assert [m["role"] for m in out["messages"]] == [
+        "user",
+        "assistant",
+        "user",
+    ]  # merged to alternate
+    assert out["messages"][0]["content"][1] == {
+        "type": "image",
+        "source": {"type": "base64", "media_type": "image/png", "data": "AAA"},
+    }
+    assert out["messages"][1]["content"] == [
+        {"type": "tool_use", "id": "call_1", "name": "get_weather", "input": {"city": "Paris"}}
+    ]
+    assert out["messages"][2]["content"] == [
+        {"type": "tool_result", "tool_use_id": "call_1", "content": "18C"}
+    ]
+    assert out["tools"][0]["input_schema"]["required"] == ["city"]
+    assert out["tool_choice"] == {"type": "any", "disable_parallel_tool_use": True}
+    assert out["temperature"] == 1.0 and out["stop_sequences"] == ["END"]
+    assert out["metadata"] == {"user_id": "u-1"}
+
+
+def test_anthropic_stream_becomes_chat_chunks_with_cumulative_usage():
+    translator = tr.AnthropicToChat()
+    events = [
+        {
+            "type": "message_start",
+            "message": {
+                "id": "msg_1",
+                "model": "claude",
+                "usage": {"input_tokens": 10, "cache_read_input_tokens": 5, "output_tokens": 1},
+            },
+        },
+        {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hi"}},
+        {
+            "type": "content_block_start",
+            "index": 1,
+            "content_block": {"type": "tool_use", "id": "toolu_1", "name": "f", "input": {}},
+        },
+        {
+            "type": "content_block_delta",
+            "index": 1,
+            "delta": {"type": "input_json_delta", "partial_json": '{"a":1}'},
+        },
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": "tool_use"},
+            "usage": {"output_tokens": 3},
+        },
+        {"type": "message_delta", "delta": {}, "usage": {"output_tokens": 7}},
+        {"type": "message_stop"},
+    ]
+    chunks = [c for e in events for c in translator.feed(e)]
+    deltas = [c["choices"][0]["delta"] for c in chunks if c["choices"]]
+    assert deltas[0] == {"role": "assistant", "content": ""}
+    assert deltas[1] == {"content": "Hi"}
+    assert deltas[2]["tool_calls"][0] == {
+        "index": 0,
+        "id": "toolu_1",
+        "type": "function",
+        "function": {"name": "f", "arguments": ""},
+    }
+    assert deltas[3]["tool_calls"][0]["function"]["arguments"] == '{"a":1}'
+    assert chunks[-2]["choices"][0]["finish_reason"] == "tool_calls"
+    assert chunks[-1]["choices"] == []
+    assert chunks[-1]["usage"]["prompt_tokens"] == 15
+    assert chunks[-1]["usage"]["completion_tokens"] == 7  # the last cumulative value, not 1+3+7
+
+
+def test_chat_chunks_become_anthropic_events_in_order():
+    translator = tr.ChatToMessages("m")
+    out = b"".join(
+        translator.feed(c)
+        for c in [
+            {
+                "model": "m",
+                "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}],
+            },
+            {"choices": [{"index": 0, "delta": {"content": "Hel"}}]},
+            {"choices": [{"index": 0, "delta": {"content": "lo"}}]},
+            {
+                "choices": [
+                    {
+                        "index": 0,
+                        "delta": {
+                            "tool_calls": [
+                                {"index": 0, "id": "c1", "function": {"name": "f", "arguments": ""}}
+                            ]
+                        },
+                    }
+                ]
+            },
+            {
+                "choices": [
+                    {
+                        "index": 0,
+                        "delta": {"tool_calls": [{"index": 0, "function": {"arguments": "{}"}}]},
+                    }
+                ]
+            },
+            {"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]},
+        ]
+    ) + translator.finish(TokenCounts(input=5, output=2), "0.000010")
+    events = [orjson.loads(line[6:]) for line in out.split(b"\n") if line.startswith(b"data: ")]
+    assert [e["type"] for e in events] == [
+        "message_start",
+        "content_block_start",
+        "content_block_delta",
+        "content_block_delta",
+        "content_block_stop",
+        "content_block_start",
+        "content_block_delta",
+        "content_block_stop",
+        "message_delta",
+        "message_stop",
+    ]
+    assert events[5]["content_block"]["type"] == "tool_use" and events[5]["index"] == 1
+    assert events[-2]["delta"]["stop_reason"] == "tool_use"
+    assert events[-2]["usage"]["output_tokens"] == 2
+
+
+# -- end to end ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def claude(relay_env, anthropic_upstream):
+    ModelPriceFactory(
+        group=relay_env.group,
+        model="claude-sonnet-4",
+        input_per_m=Decimal("3.00"),
+        output_per_m=Decimal("15.00"),
+        cache_read_per_m=Decimal("0.30"),
+        cache_write_per_m=Decimal("3.75"),
+    )
+    channel = ChannelFactory(
+        name="anthropic",
+        type="anthropic",
+        base_url=anthropic_upstream.root_url,
+        served_models=["claude-sonnet-4"],
+        model_mapping={"claude-sonnet-4": "claude-sonnet-4-20250514"},
+        api_key="sk-ant-upstream-secret-42",
+    )
+    channel_cache_invalidate()
+    return channel
+
+
+def settled(request_id: str) -> UsageRecord:
+    return wait_for(
+        lambda: UsageRecord.objects.filter(request_id=request_id, settled_at__isnull=False).first()
+    )
+
+
+def test_chat_completion_through_an_anthropic_channel_bills_cache_reads_and_writes(
+    relay_env, anthropic_upstream, claude
+):
+    anthropic_upstream.then(usage=CACHED_USAGE)
+    client = openai.OpenAI(
+        base_url=f"{relay_env.url}/v1", api_key=relay_env.key.secret, max_retries=0
+    )
+    reply = client.chat.completions.create(
+        model="claude-sonnet-4",
+        messages=[{"role": "system", "content": "Be nice."}, {"role": "user", "content": "Hi"}],
+        max_tokens=200,
+    )
+    sent = anthropic_upstream.requests[-1]
+    assert sent["path"] == "/v1/messages"
+    assert sent["headers"]["x-api-key"] == "sk-ant-upstream-secret-42"
+    assert sent["headers"]["anthropic-version"] == "2023-06-01"
+    assert (
+        sent["json"]["model"] == "claude-sonnet-4-20250514" and sent["json"]["system"] == "Be nice."
+    )
+    assert reply.choices[0].message.content == "Bonjour from Claude."
+    assert reply.usage.prompt_tokens == 2340 and reply.usage.completion_tokens == 120
+    assert reply.usage.prompt_tokens_details.cached_tokens == 2000
+    record = settled(reply._request_id)
+    assert (
+        record.input_tokens,
+        record.cache_read_tokens,
+        record.cache_write_tokens,
+        record.output_tokens,
+    ) == (40, 2000, 300, 120)
+    # 40*3 + 2000*0.30 + 300*3.75 + 120*15 = 120 + 600 + 1125 + 1800
+    assert (
+        record.cost
+        == SONNET.cost(TokenCounts(input=40, cache_read=2000, cache_write=300, output=120))
+        == 3645
+    )
+    assert reply.usage.model_extra["cost"] == micro_to_usd(3645)
+
+
+def test_streamed_tool_call_through_an_anthropic_channel(relay_env, anthropic_upstream, claude):
+    anthropic_upstream.then(usage=CACHED_USAGE)
+    client = openai.OpenAI(
+        base_url=f"{relay_env.url}/v1", api_key=relay_env.key.secret, max_retries=0
+    )
+    chunks = list(
+        client.chat.completions.create(
+            model="claude-sonnet-4",
+            messages=[{"role": "user", "content": "Weather in Paris?"}],
+            tools=TOOLS,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    assert anthropic_upstream.requests[-1]["json"]["tools"][0]["name"] == "get_weather"
+    calls = [
+        c.choices[0].delta.tool_calls[0]
+        for c in chunks
+        if c.choices and c.choices[0].delta.tool_calls
+    ]
+    assert calls[0].function.name == "get_weather"
+    assert orjson.loads("".join(c.function.arguments for c in calls)) == {"city": "Paris"}
+    assert [
+        c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason
+    ] == ["tool_calls"]
+    usage = chunks[-1].usage
+    assert usage.prompt_tokens == 2340 and usage.completion_tokens == 120
+    record = wait_for(
+        lambda: UsageRecord.objects.filter(stream=True, settled_at__isnull=False).first()
+    )
+    assert record.estimated is False and record.cost == 3645
+
+
+def test_official_anthropic_client_against_an_anthropic_channel(
+    relay_env, anthropic_upstream, claude
+):
+    client = anthropic.Anthropic(
+        base_url=relay_env.url, api_key=relay_env.key.secret, max_retries=0
+    )
+    anthropic_upstream.then(usage=CACHED_USAGE)
+    message = client.messages.create(
+        model="claude-sonnet-4",
+        max_tokens=100,
+        system="Short answers.",
+        messages=[{"role": "user", "content": "Hi"}],
+    )
+    assert message.content[0].text == "Bonjour from Claude."
+    assert message.usage.cache_read_input_tokens == 2000
+    sent = anthropic_upstream.requests[-1]["json"]
+    assert sent["model"] == "claude-sonnet-4-20250514" and sent["system"] == "Short answers."
+    record = settled(message._request_id)
+    assert record.endpoint == "messages" and record.cost == 3645
+
+    anthropic_upstream.then(usage=CACHED_USAGE)
+    with client.messages.stream(
+        model="claude-sonnet-4", max_tokens=100, messages=[{"role": "user", "content": "Hi"}]
+    ) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert text == "Bonjour from Claude."
+    assert final.usage.output_tokens == 120
+    record = wait_for(
+        lambda: UsageRecord.objects.filter(
+            endpoint="messages", stream=True, settled_at__isnull=False
+        ).first()
+    )
+    assert record.estimated is False
+    assert (record.cache_read_tokens, record.cache_write_tokens, record.output_tokens) == (
+        2000,
+        300,
+        120,
+    )
+
+
+def test_anthropic_stream_cut_short_bills_the_reported_prompt_and_the_delivered_text(
+    relay_env, anthropic_upstream, claude
+):
+    anthropic_upstream.then(usage=CACHED_USAGE, break_before_end=True)
+    client = anthropic.Anthropic(
+        base_url=relay_env.url, api_key=relay_env.key.secret, max_retries=0
+    )
+    events = []
+    with client.messages.create(
+        model="claude-sonnet-4",
+        max_tokens=100,
+        messages=[{"role": "user", "content": "Hi"}],
+        stream=True,
+    ) as stream:
+        try:
+            for event in stream:
+                events.append(event)
+        except anthropic.APIStatusError:
+            pass
+    record = wait_for(
+        lambda: UsageRecord.objects.filter(endpoint="messages", settled_at__isnull=False).first()
+    )
+    assert record.status == "interrupted" and record.estimated is True
+    # The prompt came in message_start (cache kinds included); the output is counted.
+    assert (record.input_tokens, record.cache_read_tokens, record.cache_write_tokens) == (
+        40,
+        2000,
+        300,
+    )
+    from relay.tokens import count_text
+
+    assert record.output_tokens == count_text("Bonjour from Claude.")
+
+
+def test_anthropic_client_against_an_openai_channel_with_a_tool_round_trip(relay_env, upstream):
+    client = anthropic.Anthropic(
+        base_url=relay_env.url, api_key=relay_env.key.secret, max_retries=0
+    )
+    tools = [
+        {
+            "name": "get_weather",
+            "description": "d",
+            "input_schema": {
+                "type": "object",
+                "properties": {"city": {"type": "string"}},
+                "required": ["city"],
+            },
+        }
+    ]
+    first = client.messages.create(
+        model="gpt-4o-mini",
+        max_tokens=50,
+        tools=tools,
+        messages=[{"role": "user", "content": "Weather?"}],
+    )
+    sent = upstream.requests[-1]["json"]
+    assert sent["tools"][0]["function"]["name"] == "get_weather" and sent["max_tokens"] == 50
+    use = first.content[0]
+    assert (
+        first.stop_reason == "tool_use"
+        and use.type == "tool_use"
+        and use.input == {"city": "Paris"}
+    )
+
+    follow = [
+        {"role": "user", "content": "Weather?"},
+        {"role": "assistant", "content": [use.model_dump()]},
+        {
+            "role": "user",
+            "content": [{"type": "tool_result", "tool_use_id": use.id, "content": "21C"}],
+        },
+    ]
+    second = client.messages.create(
+        model="gpt-4o-mini", max_tokens=50, tools=tools, messages=follow
+    )
+    assert second.content[0].text == "The tool returned: 21C"
+    assert upstream.requests[-1]["json"]["messages"][-1] == {
+        "role": "tool",
+        "tool_call_id": use.id,
+        "content": "21C",
+    }
+    record = settled(second._request_id)
+    assert record.cost > 0 and second.usage.output_tokens == record.output_tokens
+
+    with client.messages.stream(
+        model="gpt-4o-mini", max_tokens=50, messages=[{"role": "user", "content": "Hi"}]
+    ) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert text.startswith("Hello from the Tollgate mock upstream")
+    assert final.usage.output_tokens > 0
+
+
+def test_anthropic_shaped_errors_for_the_anthropic_client(relay_env, upstream):
+    bad = anthropic.Anthropic(base_url=relay_env.url, api_key="sk-tg-nope", max_retries=0)
+    with pytest.raises(anthropic.AuthenticationError):
+        bad.messages.create(
+            model="gpt-4o-mini", max_tokens=5, messages=[{"role": "user", "content": "x"}]
+        )
+    client = anthropic.Anthropic(
+        base_url=relay_env.url, api_key=relay_env.key.secret, max_retries=0
+    )
+    with pytest.raises(anthropic.BadRequestError) as exc:
+        client.messages.create(
+            model="gpt-4o-mini", max_tokens=0, messages=[{"role": "user", "content": "x"}]
+        )
+    assert exc.value.body["error"]["type"] == "invalid_request_error"
+    with pytest.raises(anthropic.NotFoundError):
+        client.messages.create(
+            model="no-such-model", max_tokens=5, messages=[{"role": "user", "content": "x"}]
+        )
+    Channel.objects.update(status="disabled")
+    channel_cache_invalidate()
+    with pytest.raises(anthropic.InternalServerError) as exc:
+        client.messages.create(
+            model="gpt-4o-mini", max_tokens=5, messages=[{"role": "user", "content": "x"}]
+        )
+    assert exc.value.status_code == 503
+    assert upstream.calls == 0
+
+
+def test_embeddings_are_relayed_and_billed_at_the_input_price(relay_env, upstream):
+    client = openai.OpenAI(
+        base_url=f"{relay_env.url}/v1", api_key=relay_env.key.secret, max_retries=0
+    )
+    result = client.embeddings.create(model="gpt-4o-mini", input=["first text", "second"])
+    assert upstream.requests[-1]["path"] == "/v1/embeddings"
+    assert len(result.data) == 2 and len(result.data[0].embedding) == 16
+    record = settled(result._request_id)
+    assert record.endpoint == "embeddings"
+    assert record.input_tokens == result.usage.prompt_tokens > 0 and record.output_tokens == 0
+    assert record.cost == Price.from_decimals(model="m", input="0.15", output="0.60").cost(
+        TokenCounts(input=record.input_tokens)
+    )
+    bad = relay_env.http.post(
+        "/v1/embeddings",
+        json={"model": "gpt-4o-mini", "input": []},
+        headers={"authorization": f"Bearer {relay_env.key.secret}"},
+    )
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "input"

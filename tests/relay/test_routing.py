@@ -1,0 +1,255 @@
+"""Several channels behind one model: priority, weights, failover, health, auto."""
+
+import random
+from collections import Counter
+
+import pytest
+from django.core import mail
+
+from accounts.models import Account
+from relay import health
+from relay.models import Channel
+from relay.router import route_order
+from relay.selectors import ChannelInfo, channel_cache_invalidate
+from relay.tasks import channels_probe
+from tests.conftest import wait_for
+from tests.factories import ChannelFactory, ModelPriceFactory
+from usage.models import UsageRecord
+
+from .conftest import chat
+
+
+def info(cid, priority=0, weight=1):
+    return ChannelInfo(
+        id=cid,
+        name=str(cid),
+        type="openai",
+        base_url="",
+        api_key="",
+        models=frozenset(),
+        model_mapping={},
+        priority=priority,
+        weight=weight,
+        cost_prices={},
+    )
+
+
+def test_route_order_takes_priority_tiers_first_and_weights_inside_a_tier():
+    rng = random.Random(7)
+    channels = [info(1, 0, 1), info(2, 5, 3), info(3, 5, 1), info(4, 0, 1)]
+    firsts = Counter(route_order(channels, rng)[0].id for _ in range(4000))
+    assert set(firsts) == {2, 3}  # only the top tier ever comes first
+    assert 2.6 < firsts[2] / firsts[3] < 3.4  # 3:1 weights
+    for _ in range(50):
+        order = [c.id for c in route_order(channels, rng)]
+        assert set(order[:2]) == {2, 3} and set(order[2:]) == {1, 4}
+
+
+def record_for(response) -> UsageRecord:
+    rid = response.headers["x-request-id"]
+    return wait_for(
+        lambda: UsageRecord.objects.filter(request_id=rid, settled_at__isnull=False).first()
+    )
+
+
+@pytest.fixture
+def three(relay_env, more_upstreams):
+    """The relay env's channel disabled; three loopback channels for gpt-4o-mini instead."""
+    Channel.objects.filter(pk=relay_env.channel.pk).update(status="disabled")
+    a, b, c = more_upstreams
+    channels = [
+        ChannelFactory(name="a", base_url=a.base_url, priority=10, weight=1),
+        ChannelFactory(name="b", base_url=b.base_url, priority=10, weight=1),
+        ChannelFactory(name="c", base_url=c.base_url, priority=0, weight=1),
+    ]
+    channel_cache_invalidate()
+    return channels, more_upstreams
+
+
+def test_traffic_goes_to_the_top_tier_and_is_shared_by_weight(relay_env, three):
+    (a, b, c), (fa, fb, fc) = three
+    for _ in range(30):
+        assert relay_env.post(chat()).status_code == 200
+    assert fc.calls == 0
+    assert fa.calls > 5 and fb.calls > 5 and fa.calls + fb.calls == 30
+
+
+def test_failover_chain_is_recorded_and_bounded(relay_env, three, settings):
+    (a, b, c), (fa, fb, fc) = three
+    Channel.objects.filter(pk=b.pk).update(priority=5)
+    channel_cache_invalidate()
+    fa.then(status=500)
+    fb.then(status=429)
+    response = relay_env.post(chat())
+    assert response.status_code == 200
+    record = record_for(response)
+    assert [(x["channel"], x["status"]) for x in record.attempts] == [
+        (a.id, 500),
+        (b.id, 429),
+        (c.id, 200),
+    ]
+    assert record.channel_id == c.id
+
+    # A fourth channel is never tried: attempts are bounded at three.
+    d = ChannelFactory(name="d", base_url=fc.base_url, priority=-5)
+    channel_cache_invalidate()
+    fa.then(status=502)
+    fb.then(status=503)
+    fc.then(status=500).then(status=200)
+    response = relay_env.post(chat())
+    assert response.status_code == 502
+    record = record_for(response)
+    assert [x["channel"] for x in record.attempts] == [a.id, b.id, c.id]
+    assert d.id not in [x["channel"] for x in record.attempts]
+    assert record.cost == 0
+
+
+def test_nothing_is_retried_once_bytes_reached_the_client(relay_env, three):
+    (a, b, c), (fa, fb, fc) = three
+    Channel.objects.filter(pk=b.pk).update(priority=5)
+    channel_cache_invalidate()
+    fa.then(break_after=3)
+    with relay_env.http.stream(
+        "POST",
+        "/v1/chat/completions",
+        json=chat(stream=True),
+        headers={"authorization": f"Bearer {relay_env.key.secret}"},
+    ) as response:
+        body = response.read()
+    assert b'"upstream_error"' in body
+    assert fb.calls == 0 and fc.calls == 0
+    assert record_for(response).status == "interrupted"
+
+
+def test_a_failing_channel_cools_down_and_is_probed_back(relay_env, three, settings):
+    settings.TOLLGATE = {**settings.TOLLGATE, "HEALTH_FAILURES": 3, "HEALTH_COOLDOWN": 0.5}
+    (a, b, c), (fa, fb, fc) = three
+    Channel.objects.filter(pk=b.pk).update(status="disabled")
+    channel_cache_invalidate()
+    for _ in range(3):
+        fa.then(status=503)
+    for _ in range(3):
+        assert relay_env.post(chat()).status_code == 200  # served by c after a fails
+
+    # a is now out: no more traffic reaches it.
+    before = fa.calls
+    for _ in range(5):
+        assert relay_env.post(chat()).status_code == 200
+    assert fa.calls == before == 3
+    channel = wait_for(lambda: Channel.objects.filter(pk=a.pk, cooling_until__isnull=False).first())
+    assert channel.health == "cooling down"
+    assert "upstream_failed" in channel.last_error
+
+    # After the cool-down, the probe finds it healthy and brings it back.
+    wait_for(lambda: health.is_available(a.id) or None, timeout=3)
+    assert channels_probe() == 1
+    assert fa.probes == 1
+    assert Channel.objects.get(pk=a.pk).cooling_until is None
+    assert relay_env.post(chat()).status_code == 200
+    assert fa.calls == 4
+
+
+def test_a_probe_that_fails_cools_the_channel_down_for_longer(relay_env, three, settings):
+    settings.TOLLGATE = {**settings.TOLLGATE, "HEALTH_FAILURES": 1, "HEALTH_COOLDOWN": 0.3}
+    (a, b, c), (fa, fb, fc) = three
+    Channel.objects.filter(pk=b.pk).update(status="disabled")
+    channel_cache_invalidate()
+    fa.then(status=500)
+    relay_env.post(chat())
+    wait_for(lambda: a.id in health.cooling() or None)
+    wait_for(lambda: health.is_available(a.id) or None, timeout=3)
+    fa.probe_status = 500
+    channels_probe()
+    until, level = health.cooling()[a.id]
+    assert level == 1 and not health.is_available(a.id)
+
+
+def test_upstream_refusing_our_key_disables_the_channel_and_tells_the_staff(
+    relay_env, three, django_user_model
+):
+    django_user_model.objects.create_user("ops", "ops@example.com", "pw-123456", is_staff=True)
+    (a, b, c), (fa, fb, fc) = three
+    Channel.objects.filter(pk=b.pk).update(priority=5)
+    channel_cache_invalidate()
+    fa.then(status=401, message="Incorrect API key provided: sk-upstr****3456")
+
+    response = relay_env.post(chat())
+
+    assert response.status_code == 200  # failed over
+    channel = wait_for(lambda: Channel.objects.filter(pk=a.pk, status="disabled").first())
+    assert "401" in channel.disabled_reason
+    message = wait_for(lambda: mail.outbox[-1] if mail.outbox else None)
+    assert "ops@example.com" in message.to and channel.name in message.subject
+    for _ in range(4):
+        relay_env.post(chat())
+    assert fa.calls == 1
+
+
+def test_when_every_channel_is_out_the_model_is_unavailable(relay_env, three, settings):
+    settings.TOLLGATE = {**settings.TOLLGATE, "HEALTH_FAILURES": 1, "HEALTH_COOLDOWN": 60}
+    (a, b, c), (fa, fb, fc) = three
+    fa.then(status=500)
+    fb.then(status=500)
+    fc.then(status=500)
+    assert relay_env.post(chat()).status_code == 502
+    response = relay_env.post(chat())
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "no_channel_available"
+    assert relay_env.refresh().balance == 5_000_000
+
+
+@pytest.fixture
+def auto_env(relay_env, more_upstreams):
+    """Two models with different prices, each served by its own loopback channel."""
+    Channel.objects.filter(pk=relay_env.channel.pk).update(status="disabled")
+    fast, slow, _ = more_upstreams
+    ModelPriceFactory(
+        group=relay_env.group, model="big-model", input_per_m="5.00", output_per_m="20.00"
+    )
+    cheap = ChannelFactory(name="cheap", base_url=fast.base_url, served_models=["gpt-4o-mini"])
+    big = ChannelFactory(name="big", base_url=slow.base_url, served_models=["big-model"])
+    channel_cache_invalidate()
+    return {"gpt-4o-mini": (cheap, fast), "big-model": (big, slow)}
+
+
+def test_auto_picks_the_cheapest_model_and_bills_it(relay_env, auto_env):
+    response = relay_env.post({**chat(), "model": "auto"})
+    assert response.status_code == 200
+    assert response.json()["model"] == "gpt-4o-mini"
+    record = record_for(response)
+    assert (record.model_requested, record.model_served) == ("auto", "gpt-4o-mini")
+    assert record.price_snapshot["model"] == "gpt-4o-mini"
+    assert record.price_snapshot["input"] == "0.150000"
+
+
+def test_auto_ordered_list_falls_back_to_the_next_model_at_its_price(relay_env, auto_env):
+    Account.objects.filter(pk=relay_env.account.pk).update(
+        auto_strategy="ordered", auto_models=["big-model", "gpt-4o-mini"]
+    )
+    response = relay_env.post({**chat(), "model": "auto"})
+    assert record_for(response).model_served == "big-model"
+
+    auto_env["big-model"][1].then(status=500)
+    response = relay_env.post({**chat(), "model": "auto"})
+    record = record_for(response)
+    assert record.model_served == "gpt-4o-mini"
+    assert [a["model"] for a in record.attempts] == ["big-model", "gpt-4o-mini"]
+    assert record.price_snapshot["input"] == "0.150000"
+
+
+def test_auto_fastest_follows_the_moving_average_latency(relay_env, auto_env):
+    Account.objects.filter(pk=relay_env.account.pk).update(auto_strategy="fastest")
+    auto_env["gpt-4o-mini"][1].delay = 0.3
+    for model in ("gpt-4o-mini", "big-model", "gpt-4o-mini", "big-model"):
+        assert relay_env.post({**chat(), "model": model}).status_code == 200
+    health.reset_local()  # drop the few-seconds latency snapshot
+    response = relay_env.post({**chat(), "model": "auto"})
+    assert record_for(response).model_served == "big-model"
+
+
+def test_auto_respects_the_keys_allowed_models(relay_env, auto_env):
+    from tests.factories import ApiKeyFactory
+
+    key = ApiKeyFactory(account=relay_env.account, allowed_models=["big-model"])
+    response = relay_env.post({**chat(), "model": "auto"}, key=key.secret)
+    assert record_for(response).model_served == "big-model"
