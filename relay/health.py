@@ -65,14 +65,6 @@ return {0, 0}
 """
 )
 
-_LATENCY = shared.Script(
-    """
-local old = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or ARGV[2])
-redis.call('HSET', KEYS[1], ARGV[1], string.format('%.1f', old * 0.8 + tonumber(ARGV[2]) * 0.2))
-return 1
-"""
-)
-
 
 def _cfg(name: str) -> float:
     return float(settings.TOLLGATE[name])
@@ -197,17 +189,25 @@ def channel_recovered(channel_id: int) -> bool:
     return True
 
 
+_pushed: dict[str, float] = {}
+
+
 def latency_observed(model: str, ms: int) -> None:
+    """Fold one latency sample into this process's moving average; share it through
+    Redis at most once a second per model (not a Redis call per request)."""
+    with _local.lock:
+        old = _local.latency.get(model, float(ms))
+        value = _local.latency[model] = old * 0.8 + ms * 0.2
+    now = time.monotonic()
+    if now - _pushed.get(model, 0.0) < 1.0:
+        return
+    _pushed[model] = now
     conn = shared.client()
     if conn is not None:
         try:
-            _LATENCY([LATENCY_KEY], [model, ms])
-            return
+            conn.hset(LATENCY_KEY, model, f"{value:.1f}")
         except redis.RedisError as exc:
             shared.failed(exc)
-    with _local.lock:
-        old = _local.latency.get(model, float(ms))
-        _local.latency[model] = old * 0.8 + ms * 0.2
 
 
 def latencies() -> dict[str, float]:
@@ -216,7 +216,7 @@ def latencies() -> dict[str, float]:
     now = time.monotonic()
     if now - _latency_snapshot[0] < 5.0:
         return _latency_snapshot[1]
-    values = dict(_local.latency)
+    values: dict[str, float] = {}
     conn = shared.client()
     if conn is not None:
         try:
@@ -224,16 +224,24 @@ def latencies() -> dict[str, float]:
             values.update({_text(k): float(v) for k, v in raw.items()})
         except redis.RedisError as exc:
             shared.failed(exc)
+    # This process's own averages are the freshest it has.
+    values.update(_local.latency)
     _latency_snapshot = (now, values)
     return values
 
 
+def refresh() -> None:
+    """Drop the per-process snapshots so the next read goes to Redis."""
+    global _snapshot, _latency_snapshot
+    _snapshot = (0.0, {})
+    _latency_snapshot = (0.0, {})
+
+
 def reset_local() -> None:
     """Forget process-memory state (tests)."""
-    global _snapshot, _latency_snapshot
     with _local.lock:
         _local.failures.clear()
         _local.cooling.clear()
         _local.latency.clear()
-    _snapshot = (0.0, {})
-    _latency_snapshot = (0.0, {})
+    _pushed.clear()
+    refresh()

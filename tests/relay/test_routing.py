@@ -242,7 +242,7 @@ def test_auto_fastest_follows_the_moving_average_latency(relay_env, auto_env):
     auto_env["gpt-4o-mini"][1].delay = 0.3
     for model in ("gpt-4o-mini", "big-model", "gpt-4o-mini", "big-model"):
         assert relay_env.post({**chat(), "model": model}).status_code == 200
-    health.reset_local()  # drop the few-seconds latency snapshot
+    health.refresh()  # do not wait for the few-seconds latency snapshot to expire
     response = relay_env.post({**chat(), "model": "auto"})
     assert record_for(response).model_served == "big-model"
 
