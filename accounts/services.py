@@ -1,5 +1,6 @@
 from datetime import datetime
 
+from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
@@ -12,8 +13,12 @@ from .selectors import auth_cache_invalidate
 
 
 @transaction.atomic
-def account_create(*, name: str, price_group: PriceGroup, overdraft_limit: int = 0) -> Account:
+def account_create(
+    *, name: str, price_group: PriceGroup, overdraft_limit: int | None = None
+) -> Account:
     """An account and its customer ledger account, created together."""
+    if overdraft_limit is None:
+        overdraft_limit = settings.TOLLGATE["DEFAULT_OVERDRAFT"]
     account = Account.objects.create(
         name=name, price_group=price_group, overdraft_limit=overdraft_limit
     )

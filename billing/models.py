@@ -1,6 +1,6 @@
 from django.conf import settings
 from django.db import models
-from django.db.models import Q
+from django.db.models import F, Q
 from django.db.models.functions import Now
 
 
@@ -225,3 +225,82 @@ class KeySpend(models.Model):
 
     def __str__(self) -> str:
         return f"{self.api_key_id} {self.period} {self.start}: {self.spent}+{self.held}"
+
+
+class RedemptionCode(models.Model):
+    """A prepaid code a customer redeems for credit, once. Only its hash is stored."""
+
+    code_hash = models.CharField(max_length=64, unique=True)
+    last4 = models.CharField(max_length=4)
+    amount = models.BigIntegerField()
+    memo = models.CharField(max_length=200, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    redeemed_by = models.ForeignKey(
+        "accounts.Account", on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    redeemed_at = models.DateTimeField(null=True, blank=True)
+    transaction = models.OneToOneField(
+        Transaction, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(amount__gt=0), name="redemption_amount_positive"),
+            models.CheckConstraint(
+                condition=(
+                    Q(redeemed_at__isnull=True)
+                    & Q(redeemed_by__isnull=True)
+                    & Q(transaction__isnull=True)
+                )
+                | (
+                    Q(redeemed_at__isnull=False)
+                    & Q(redeemed_by__isnull=False)
+                    & Q(transaction__isnull=False)
+                ),
+                name="redemption_redeemed_together",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"…{self.last4} ({self.amount})"
+
+
+class Statement(models.Model):
+    """One account's month, computed from the ledger: opening + credits + charges =
+    closing, with line items that add up to the credits and to the charges."""
+
+    account = models.ForeignKey(
+        "accounts.Account", on_delete=models.PROTECT, related_name="statements"
+    )
+    period_start = models.DateField()
+    period_end = models.DateField()
+    opening = models.BigIntegerField()
+    credits = models.BigIntegerField()
+    charges = models.BigIntegerField()
+    closing = models.BigIntegerField()
+    # [{"model", "requests", "input_tokens", ..., "amount"}], amounts negative
+    charge_lines = models.JSONField(default=list)
+    # [{"kind", "count", "amount"}], amounts positive
+    credit_lines = models.JSONField(default=list)
+    generated_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["account", "period_start"], name="statement_one_per_month"
+            ),
+            models.CheckConstraint(
+                condition=Q(closing=F("opening") + F("credits") + F("charges")),
+                name="statement_reconciles",
+            ),
+            models.CheckConstraint(condition=Q(credits__gte=0), name="statement_credits_positive"),
+            models.CheckConstraint(condition=Q(charges__lte=0), name="statement_charges_negative"),
+        ]
+        ordering = ["-period_start"]
+
+    def __str__(self) -> str:
+        return f"{self.account} {self.period_start:%Y-%m}"

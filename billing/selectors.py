@@ -67,3 +67,30 @@ def price_cache_invalidate(*, group_id: int | None = None) -> None:
 
 def ledger_account_balance(*, ledger_account: LedgerAccount) -> int:
     return Entry.objects.filter(ledger_account=ledger_account).aggregate(s=Sum("amount"))["s"] or 0
+
+
+def margin_report(
+    *, by: str, start: datetime | None = None, end: datetime | None = None
+) -> list[dict]:
+    """Revenue, upstream cost and margin (micro-USD) per model, channel or account,
+    read from the ledger's usage postings."""
+    dimension = {"model": "model", "channel": "channel_id", "account": "transaction__account_id"}[
+        by
+    ]
+    entries = Entry.objects.filter(
+        ledger_account__kind__in=[LedgerAccount.Kind.REVENUE, LedgerAccount.Kind.UPSTREAM_COST]
+    )
+    if start is not None:
+        entries = entries.filter(transaction__created_at__gte=start)
+    if end is not None:
+        entries = entries.filter(transaction__created_at__lt=end)
+    rows: dict = {}
+    for row in entries.values(dimension, "ledger_account__kind").annotate(total=Sum("amount")):
+        line = rows.setdefault(row[dimension], {by: row[dimension], "revenue": 0, "cost": 0})
+        if row["ledger_account__kind"] == LedgerAccount.Kind.REVENUE:
+            line["revenue"] += row["total"]
+        else:
+            line["cost"] += row["total"]
+    for line in rows.values():
+        line["margin"] = line["revenue"] - line["cost"]
+    return sorted(rows.values(), key=lambda line: -line["revenue"])

@@ -1,22 +1,26 @@
 """Every write that moves money. Amounts are integer micro-USD."""
 
+import hashlib
 import logging
+import secrets
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import IntegrityError, connection, transaction
-from django.db.models import F
+from django.db.models import DateTimeField, ExpressionWrapper, F
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from accounts.models import Account, ApiKey
 from config.localcache import TTLCache
 
-from .models import Entry, Hold, KeySpend, LedgerAccount, Transaction
+from .models import Entry, Hold, KeySpend, LedgerAccount, RedemptionCode, Transaction
 
 logger = logging.getLogger(__name__)
 
@@ -380,13 +384,14 @@ def _settle_account_batch(
     overage_total = 0
     revenue: dict[tuple[str, int | None], int] = defaultdict(int)
     upstream: dict[tuple[str, int | None], int] = defaultdict(int)
-    settled_holds = []
+    settled_holds: list[int] = []
+    released_holds: list[int] = []
     for r in recs:
         hold = holds.get(r["hold_id"])
         if hold is not None and hold["status"] == Hold.Status.OPEN:
             held -= hold["amount"]
             released += hold["amount"]
-            settled_holds.append(hold["pk"])
+            (settled_holds if r["cost"] else released_holds).append(hold["pk"])
             _release_spend_hold(spend, r["api_key_id"], hold)
         if r["cost"] and r["api_key_id"]:
             day, month = utc_periods(r["created_at"])
@@ -430,15 +435,22 @@ def _settle_account_batch(
         Hold.objects.filter(pk__in=settled_holds).update(
             status=Hold.Status.SETTLED, resolved_at=now
         )
+    if released_holds:
+        Hold.objects.filter(pk__in=released_holds).update(
+            status=Hold.Status.RELEASED, resolved_at=now
+        )
     UsageRecord.objects.filter(pk__in=[r["pk"] for r in recs]).update(
         settled_at=now, settlement=txn
     )
     if overage_total:
+        from .tasks import overage_alert
+
         logger.warning(
             "overage: account %s used %s micro-USD more than its balance could cover",
             account_id,
             overage_total,
         )
+        transaction.on_commit(lambda: overage_alert.delay(account_id, overage_total))
 
 
 def _release_spend_hold(spend: SpendDeltas, api_key_id: int | None, hold: dict[str, Any]) -> None:
@@ -448,3 +460,134 @@ def _release_spend_hold(spend: SpendDeltas, api_key_id: int | None, hold: dict[s
         spend[(api_key_id, KeySpend.Period.DAY, hold["spend_day"])][1] -= hold["amount"]
     if hold["spend_month"] is not None:
         spend[(api_key_id, KeySpend.Period.MONTH, hold["spend_month"])][1] -= hold["amount"]
+
+
+def holds_expire(*, ttl_seconds: int | None = None, limit: int = 500) -> int:
+    """Release open holds older than the TTL (by database time); returns how many.
+
+    Rows are taken with ``SKIP LOCKED``: a hold being settled right now is left to
+    its settlement, and several sweepers can run at once. A settlement that comes
+    after the expiry charges the balance directly (its hold is no longer open)."""
+    ttl = ttl_seconds if ttl_seconds is not None else settings.TOLLGATE["HOLD_TTL_SECONDS"]
+    cutoff = ExpressionWrapper(Now() - timedelta(seconds=ttl), output_field=DateTimeField())
+    total = 0
+    while True:
+        with transaction.atomic():
+            holds = list(
+                Hold.objects.filter(status=Hold.Status.OPEN, created_at__lt=cutoff)
+                .order_by("pk")
+                .select_for_update(skip_locked=True)
+                .values("pk", "account_id", "api_key_id", "amount", "spend_day", "spend_month")[
+                    :limit
+                ]
+            )
+            if not holds:
+                return total
+            by_account: dict[int, int] = defaultdict(int)
+            spend: SpendDeltas = defaultdict(lambda: [0, 0])
+            for hold in holds:
+                by_account[hold["account_id"]] += hold["amount"]
+                _release_spend_hold(spend, hold["api_key_id"], dict(hold))
+            for account_id in sorted(by_account):
+                Account.objects.filter(pk=account_id).update(
+                    held=F("held") - by_account[account_id]
+                )
+            Hold.objects.filter(pk__in=[h["pk"] for h in holds]).update(
+                status=Hold.Status.EXPIRED, resolved_at=Now()
+            )
+            keyspend_apply(spend)
+        total += len(holds)
+        logger.warning("released %s expired holds", len(holds))
+        if len(holds) < limit:
+            return total
+
+
+def account_adjust(
+    *, account: Account, amount: int, reason: str, staff: User, idempotency_key: str | None = None
+) -> Transaction:
+    """A correction by a member of staff: any non-zero amount, always with a reason."""
+    if not reason.strip():
+        raise LedgerError("an adjustment needs a reason")
+    if not getattr(staff, "is_staff", False):
+        raise LedgerError("only staff may adjust balances")
+    return account_credit(
+        account=account,
+        amount=amount,
+        kind=Transaction.Kind.ADJUSTMENT,
+        memo=reason.strip(),
+        created_by=staff,
+        idempotency_key=idempotency_key,
+    )
+
+
+# -- redemption codes ----------------------------------------------------------------
+
+_CODE_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base32: no I, L, O, U
+
+
+class RedemptionError(Exception):
+    pass
+
+
+def _code_normal(code: str) -> str:
+    return code.upper().replace("-", "").replace(" ", "").removeprefix("TG")
+
+
+def _code_hash(code: str) -> str:
+    return hashlib.sha256(_code_normal(code).encode()).hexdigest()
+
+
+def redemption_codes_create(
+    *,
+    amount: int,
+    count: int = 1,
+    memo: str = "",
+    created_by: User | None = None,
+    expires_at: datetime | None = None,
+) -> list[str]:
+    """Make ``count`` codes worth ``amount`` micro-USD each. The codes are returned
+    once; only their hashes are kept."""
+    if amount <= 0 or not 1 <= count <= 1000:
+        raise LedgerError("a code must be worth something, and at most 1000 are made at once")
+    codes = []
+    for _ in range(count):
+        body = "".join(secrets.choice(_CODE_ALPHABET) for _ in range(16))
+        code = "TG-" + "-".join(body[i : i + 4] for i in range(0, 16, 4))
+        RedemptionCode.objects.create(
+            code_hash=_code_hash(code),
+            last4=body[-4:],
+            amount=amount,
+            memo=memo[:200],
+            created_by=created_by,
+            expires_at=expires_at,
+        )
+        codes.append(code)
+    return codes
+
+
+@transaction.atomic
+def redemption_redeem(*, account: Account, code: str, user: User | None = None) -> Transaction:
+    """Credit ``account`` with a code's value, once: the code row is locked and the
+    posting's idempotency key is the code's, so two redemptions cannot both succeed."""
+    row = RedemptionCode.objects.select_for_update().filter(code_hash=_code_hash(code)).first()
+    if row is None:
+        raise RedemptionError("This code is not valid.")
+    if row.redeemed_at is not None:
+        raise RedemptionError("This code has already been redeemed.")
+    if row.expires_at is not None and row.expires_at <= timezone.now():
+        raise RedemptionError("This code has expired.")
+    txn = ledger_post(
+        kind=Transaction.Kind.REDEMPTION,
+        idempotency_key=f"redeem:{row.pk}",
+        account_id=account.pk,
+        memo=f"Redemption code …{row.last4}" + (f" ({row.memo})" if row.memo else ""),
+        created_by=user,
+        entries=[
+            customer_entry(account.pk, row.amount),
+            system_entry(LedgerAccount.Kind.REDEMPTION, -row.amount),
+        ],
+    )
+    RedemptionCode.objects.filter(pk=row.pk).update(
+        redeemed_by=account, redeemed_at=timezone.now(), transaction=txn
+    )
+    return txn

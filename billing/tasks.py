@@ -1,18 +1,108 @@
+"""Celery tasks: thin, take ids, call services."""
+
+import logging
+from datetime import UTC, datetime
+
 from celery import shared_task
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.mail import send_mail
+
+from accounts.models import Account
 
 from . import services
+from .reconcile import ledger_check
+from .statements import statement_generate
+
+logger = logging.getLogger("tollgate.billing")
 
 
-@shared_task(acks_late=True, reject_on_worker_lost=True)
-def usage_settle(usage_id: int) -> int:
-    """Settle one usage record. Safe to deliver more than once: settled records are skipped."""
-    return services.settlement_run(usage_ids=[usage_id])
+def _tell_staff(subject: str, message: str) -> None:
+    recipients = list(
+        get_user_model()
+        .objects.filter(is_staff=True, is_active=True)
+        .exclude(email="")
+        .values_list("email", flat=True)
+    )
+    if recipients:
+        send_mail(
+            subject=f"[Tollgate] {subject}",
+            message=message,
+            from_email=settings.DEFAULT_FROM_EMAIL,
+            recipient_list=recipients,
+        )
+
+
+@shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=30)
+def usage_settle(self, usage_id: int) -> int:
+    """Settle one usage record. Safe to deliver more than once: settled records are
+    skipped. If another settlement holds the row (or a dead worker's does, until
+    the database notices), try again shortly instead of giving up."""
+    from usage.models import UsageRecord
+
+    settled = services.settlement_run(usage_ids=[usage_id])
+    if not settled and UsageRecord.objects.filter(pk=usage_id, settled_at__isnull=True).exists():
+        raise self.retry(countdown=2)
+    return settled
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True)
 def usage_settle_pending(limit: int = 500) -> int:
-    """Settle everything finished and not yet settled, a batch at a time."""
+    """The safety net: settle everything finished and not yet settled (a lost
+    message, a broker that restarted empty), a batch at a time."""
     total = 0
     while settled := services.settlement_run(limit=limit):
         total += settled
+    if total:
+        logger.warning("settled %s usage records that had no settlement in flight", total)
     return total
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True)
+def holds_expire() -> int:
+    return services.holds_expire()
+
+
+@shared_task
+def ledger_reconcile() -> int:
+    """Check the books; tell the staff about any breach. Never fixes anything."""
+    breaches = ledger_check()
+    for breach in breaches:
+        logger.error("ledger breach: %s", breach)
+    if breaches:
+        _tell_staff(
+            f"ledger check found {len(breaches)} breach(es)",
+            "\n".join(str(b) for b in breaches[:200]),
+        )
+    return len(breaches)
+
+
+@shared_task
+def statements_generate(period_start: str | None = None) -> int:
+    """Store last month's statement for every account (or the given month's)."""
+    if period_start is None:
+        today = datetime.now(UTC).date()
+        month = today.replace(day=1)
+        start = (
+            month.replace(year=month.year - 1, month=12)
+            if month.month == 1
+            else month.replace(month=month.month - 1)
+        )
+    else:
+        start = datetime.strptime(period_start, "%Y-%m-%d").date()
+    count = 0
+    for account_id in Account.objects.values_list("pk", flat=True):
+        statement_generate(account_id=account_id, period_start=start)
+        count += 1
+    return count
+
+
+@shared_task
+def overage_alert(account_id: int, amount: int) -> None:
+    account = Account.objects.filter(pk=account_id).first()
+    if account is not None:
+        _tell_staff(
+            f"overage on {account.name}",
+            f"Account {account.name} (#{account.pk}) used {amount} micro-USD more than its "
+            "balance and overdraft could cover. It is refused until topped up.",
+        )

@@ -8,6 +8,7 @@ in-process, a local-memory cache and the built-in ``mock`` upstream. Setting
 from pathlib import Path
 
 import environ
+from celery.schedules import crontab
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -112,9 +113,21 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 4
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 300}
+# A task taken by a worker that died is delivered again after this many seconds.
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=300),
+    "unacked_restore_interval": env.int("CELERY_UNACKED_RESTORE_INTERVAL", default=10),
+    "unacked_restore_throttle": env.int("CELERY_UNACKED_RESTORE_THROTTLE", default=10),
+}
 CELERY_BEAT_SCHEDULE = {
     "probe-cooling-channels": {"task": "relay.tasks.channels_probe", "schedule": 15.0},
+    "settle-pending-usage": {"task": "billing.tasks.usage_settle_pending", "schedule": 30.0},
+    "expire-stale-holds": {"task": "billing.tasks.holds_expire", "schedule": 60.0},
+    "reconcile-ledger": {"task": "billing.tasks.ledger_reconcile", "schedule": 3600.0},
+    "monthly-statements": {
+        "task": "billing.tasks.statements_generate",
+        "schedule": crontab(day_of_month="1", hour="0", minute="30"),
+    },
 }
 
 # --- Tollgate ---------------------------------------------------------------
@@ -127,6 +140,11 @@ TOLLGATE = {
     "CHANNEL_CACHE_TTL": env.float("TOLLGATE_CHANNEL_CACHE_TTL", default=5.0),
     # An open hold older than this is released by the sweeper.
     "HOLD_TTL_SECONDS": env.int("TOLLGATE_HOLD_TTL_SECONDS", default=3600),
+    # How far below zero settlement may take a new account when a request costs more
+    # than its hold (micro-USD); the rest is booked as overage.
+    "DEFAULT_OVERDRAFT": env.int("TOLLGATE_DEFAULT_OVERDRAFT", default=50_000),
+    # A finished request still unsettled after this long is a reconciliation breach.
+    "SETTLEMENT_LAG_ALERT_SECONDS": env.int("TOLLGATE_SETTLEMENT_LAG_ALERT_SECONDS", default=600),
     # Upstream HTTP client.
     "UPSTREAM_CONNECT_TIMEOUT": env.float("TOLLGATE_UPSTREAM_CONNECT_TIMEOUT", default=5.0),
     "UPSTREAM_READ_TIMEOUT": env.float("TOLLGATE_UPSTREAM_READ_TIMEOUT", default=300.0),

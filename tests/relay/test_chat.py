@@ -209,7 +209,7 @@ def test_upstream_failure_is_an_upstream_error_and_charges_nothing(
     account = relay_env.refresh()
     assert (account.balance, account.held) == (5_000_000, 0)
     assert not Transaction.objects.filter(kind="charge").exists()
-    assert Hold.objects.get(pk=record.hold_id).status == Hold.Status.SETTLED
+    assert Hold.objects.get(pk=record.hold_id).status == Hold.Status.RELEASED
 
 
 def test_unreachable_upstream_is_502_and_timeout_is_504(relay_env, upstream):

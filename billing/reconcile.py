@@ -1,0 +1,139 @@
+"""Reconciliation: prove the ledger and the cached figures agree. Reports, never fixes.
+
+Checks (each a SQL query over the whole ledger):
+
+1. every transaction's entries sum to zero, and every transaction has entries;
+2. the ledger as a whole sums to zero;
+3. each account's cached ``balance`` equals the sum of its customer entries;
+4. each account's ``held`` equals the sum of its open holds;
+5. each key's held spend (per day and month) equals its open spend-tracked holds;
+6. every finished usage record is settled, and settled exactly once: each charge
+   transaction's revenue equals the cost of the records that point to it, its
+   upstream cost equals theirs, and no charged record lacks a settlement;
+7. no settled record still has an open hold.
+"""
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import connection
+from django.utils import timezone
+
+
+@dataclass(frozen=True, slots=True)
+class Breach:
+    check: str
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.check}: {self.detail}"
+
+
+CHECKS: list[tuple[str, str, str]] = [
+    (
+        "transaction_unbalanced",
+        """SELECT transaction_id, SUM(amount) FROM billing_entry
+           GROUP BY transaction_id HAVING SUM(amount) <> 0""",
+        "transaction {0} sums to {1}",
+    ),
+    (
+        "transaction_without_entries",
+        """SELECT t.id FROM billing_transaction t
+           WHERE NOT EXISTS (SELECT 1 FROM billing_entry e WHERE e.transaction_id = t.id)""",
+        "transaction {0} has no entries",
+    ),
+    (
+        "ledger_unbalanced",
+        """SELECT SUM(amount) FROM billing_entry HAVING SUM(amount) <> 0""",
+        "all entries sum to {0}",
+    ),
+    (
+        "balance_mismatch",
+        """SELECT a.id, a.balance, COALESCE(s.total, 0)
+           FROM accounts_account a
+           JOIN billing_ledgeraccount la ON la.account_id = a.id
+           LEFT JOIN (SELECT ledger_account_id, SUM(amount) AS total FROM billing_entry
+                      GROUP BY ledger_account_id) s ON s.ledger_account_id = la.id
+           WHERE a.balance <> COALESCE(s.total, 0)""",
+        "account {0}: cached balance {1}, entries {2}",
+    ),
+    (
+        "held_mismatch",
+        """SELECT a.id, a.held, COALESCE(h.total, 0)
+           FROM accounts_account a
+           LEFT JOIN (SELECT account_id, SUM(amount) AS total FROM billing_hold
+                      WHERE status = 'open' GROUP BY account_id) h ON h.account_id = a.id
+           WHERE a.held <> COALESCE(h.total, 0)""",
+        "account {0}: cached held {1}, open holds {2}",
+    ),
+    (
+        "key_spend_held_mismatch",
+        """SELECT ks.api_key_id, ks.period, ks.start, ks.held, COALESCE(h.total, 0)
+           FROM billing_keyspend ks
+           LEFT JOIN (
+               SELECT api_key_id, 'day' AS period, spend_day AS start, SUM(amount) AS total
+                 FROM billing_hold WHERE status = 'open' AND spend_day IS NOT NULL
+                 GROUP BY api_key_id, spend_day
+               UNION ALL
+               SELECT api_key_id, 'month', spend_month, SUM(amount)
+                 FROM billing_hold WHERE status = 'open' AND spend_month IS NOT NULL
+                 GROUP BY api_key_id, spend_month
+           ) h ON h.api_key_id = ks.api_key_id AND h.period = ks.period AND h.start = ks.start
+           WHERE ks.held <> COALESCE(h.total, 0)""",
+        "key {0} {1} {2}: held {3}, open holds {4}",
+    ),
+    (
+        "usage_unsettled",
+        """SELECT id, request_id, created_at FROM usage_usagerecord
+           WHERE settled_at IS NULL AND created_at < %(lag_cutoff)s""",
+        "usage record {0} ({1}) finished at {2} and is not settled",
+    ),
+    (
+        "usage_charged_without_settlement",
+        """SELECT id, request_id, cost FROM usage_usagerecord
+           WHERE settled_at IS NOT NULL AND settlement_id IS NULL
+             AND (cost > 0 OR upstream_cost > 0)""",
+        "usage record {0} ({1}) cost {2} but has no settlement transaction",
+    ),
+    (
+        "settlement_mismatch",
+        """SELECT t.id, COALESCE(r.cost, 0), COALESCE(e.revenue, 0),
+                  COALESCE(r.upstream, 0), COALESCE(e.upstream, 0)
+           FROM billing_transaction t
+           LEFT JOIN (SELECT settlement_id, SUM(cost) AS cost, SUM(upstream_cost) AS upstream
+                      FROM usage_usagerecord WHERE settlement_id IS NOT NULL
+                      GROUP BY settlement_id) r ON r.settlement_id = t.id
+           LEFT JOIN (SELECT e.transaction_id,
+                             SUM(CASE WHEN la.kind = 'revenue' THEN e.amount ELSE 0 END) AS revenue,
+                             SUM(CASE WHEN la.kind = 'upstream_cost' THEN e.amount ELSE 0 END)
+                                 AS upstream
+                      FROM billing_entry e
+                      JOIN billing_ledgeraccount la ON la.id = e.ledger_account_id
+                      GROUP BY e.transaction_id) e ON e.transaction_id = t.id
+           WHERE t.kind = 'charge'
+             AND (COALESCE(r.cost, 0) <> COALESCE(e.revenue, 0)
+                  OR COALESCE(r.upstream, 0) <> COALESCE(e.upstream, 0))""",
+        "charge {0}: records cost {1}, revenue {2}; records upstream {3}, booked {4}",
+    ),
+    (
+        "settled_with_open_hold",
+        """SELECT u.id, u.hold_id FROM usage_usagerecord u
+           JOIN billing_hold h ON h.id = u.hold_id
+           WHERE u.settled_at IS NOT NULL AND h.status = 'open'""",
+        "usage record {0} is settled but its hold {1} is still open",
+    ),
+]
+
+
+def ledger_check() -> list[Breach]:
+    """Run every check; an empty list means the books reconcile."""
+    lag = settings.TOLLGATE["SETTLEMENT_LAG_ALERT_SECONDS"]
+    params = {"lag_cutoff": timezone.now() - timedelta(seconds=lag)}
+    breaches = []
+    with connection.cursor() as cursor:
+        for name, sql, template in CHECKS:
+            cursor.execute(sql, params if "%(" in sql else None)
+            for row in cursor.fetchall():
+                breaches.append(Breach(name, template.format(*row)))
+    return breaches

@@ -1,0 +1,130 @@
+"""Monthly statements, computed from the ledger alone.
+
+Period membership is the posting time of each transaction (UTC months). The
+statement's figures and line items are checked against each other before it is
+stored, and the database refuses a statement whose closing is not opening +
+credits + charges.
+"""
+
+from datetime import UTC, date, datetime
+
+from django.db import IntegrityError, transaction
+from django.db.models import Count, Sum
+
+from usage.models import UsageRecord
+
+from .models import Entry, LedgerAccount, Statement
+from .services import LedgerError, ledger_account_customer_id
+
+
+def month_after(start: date) -> date:
+    return date(start.year + start.month // 12, start.month % 12 + 1, 1)
+
+
+def _moment(day: date) -> datetime:
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)
+
+
+def statement_compute(*, account_id: int, period_start: date) -> dict:
+    """The statement's figures and lines (nothing is stored)."""
+    period_start = period_start.replace(day=1)
+    period_end = month_after(period_start)
+    start, end = _moment(period_start), _moment(period_end)
+    customer = Entry.objects.filter(ledger_account_id=ledger_account_customer_id(account_id))
+    opening = (
+        customer.filter(transaction__created_at__lt=start).aggregate(s=Sum("amount"))["s"] or 0
+    )
+    period = customer.filter(transaction__created_at__gte=start, transaction__created_at__lt=end)
+    credits = period.filter(amount__gt=0).aggregate(s=Sum("amount"))["s"] or 0
+    charges = period.filter(amount__lt=0).aggregate(s=Sum("amount"))["s"] or 0
+
+    credit_lines = [
+        {"kind": row["transaction__kind"], "count": row["n"], "amount": row["total"]}
+        for row in period.filter(amount__gt=0)
+        .values("transaction__kind")
+        .annotate(n=Count("pk"), total=Sum("amount"))
+        .order_by("transaction__kind")
+    ]
+    usage = (
+        UsageRecord.objects.filter(
+            account_id=account_id,
+            settlement__created_at__gte=start,
+            settlement__created_at__lt=end,
+        )
+        .values("model_served")
+        .annotate(
+            requests=Count("pk"),
+            input_tokens=Sum("input_tokens"),
+            cache_read_tokens=Sum("cache_read_tokens"),
+            cache_write_tokens=Sum("cache_write_tokens"),
+            output_tokens=Sum("output_tokens"),
+            reasoning_tokens=Sum("reasoning_tokens"),
+            cost=Sum("cost"),
+        )
+        .order_by("model_served")
+    )
+    charge_lines = [
+        {
+            "kind": "usage",
+            "model": row["model_served"],
+            "requests": row["requests"],
+            "input_tokens": row["input_tokens"],
+            "cache_read_tokens": row["cache_read_tokens"],
+            "cache_write_tokens": row["cache_write_tokens"],
+            "output_tokens": row["output_tokens"],
+            "reasoning_tokens": row["reasoning_tokens"],
+            "amount": -row["cost"],
+        }
+        for row in usage
+        if row["cost"]
+    ]
+    written_off = -(
+        Entry.objects.filter(
+            ledger_account__kind=LedgerAccount.Kind.OVERAGE,
+            transaction__account_id=account_id,
+            transaction__created_at__gte=start,
+            transaction__created_at__lt=end,
+        ).aggregate(s=Sum("amount"))["s"]
+        or 0
+    )
+    if written_off:
+        charge_lines.append({"kind": "overage_written_off", "amount": written_off})
+    for row in (
+        period.filter(amount__lt=0)
+        .exclude(transaction__kind="charge")
+        .values("transaction__kind")
+        .annotate(n=Count("pk"), total=Sum("amount"))
+    ):
+        charge_lines.append(
+            {"kind": row["transaction__kind"], "count": row["n"], "amount": row["total"]}
+        )
+
+    if sum(line["amount"] for line in charge_lines) != charges:
+        raise LedgerError(f"charge lines of account {account_id} do not add up to {charges}")
+    if sum(line["amount"] for line in credit_lines) != credits:
+        raise LedgerError(f"credit lines of account {account_id} do not add up to {credits}")
+    return {
+        "account_id": account_id,
+        "period_start": period_start,
+        "period_end": period_end,
+        "opening": opening,
+        "credits": credits,
+        "charges": charges,
+        "closing": opening + credits + charges,
+        "charge_lines": charge_lines,
+        "credit_lines": credit_lines,
+    }
+
+
+def statement_generate(*, account_id: int, period_start: date) -> Statement:
+    """Store the statement of a closed month (idempotent: a month is stored once)."""
+    period_start = period_start.replace(day=1)
+    existing = Statement.objects.filter(account_id=account_id, period_start=period_start).first()
+    if existing is not None:
+        return existing
+    figures = statement_compute(account_id=account_id, period_start=period_start)
+    try:
+        with transaction.atomic():
+            return Statement.objects.create(**figures)
+    except IntegrityError:
+        return Statement.objects.get(account_id=account_id, period_start=period_start)
