@@ -9,7 +9,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 
 from billing.pricing import micro_to_usd, usd_to_micro
-from billing.services import LedgerError, account_credit
+from billing.services import LedgerError, account_adjust, account_credit
 
 from .models import Account, ApiKey, Membership
 from .selectors import auth_cache_invalidate
@@ -34,7 +34,9 @@ class CreditForm(forms.Form):
         help_text="Positive for a top-up; an adjustment may be negative.",
     )
     kind = forms.ChoiceField(choices=[("topup", "Top-up"), ("adjustment", "Adjustment")])
-    memo = forms.CharField(max_length=500, help_text="Shown on the customer's ledger.")
+    memo = forms.CharField(
+        max_length=500, help_text="Shown on the customer's ledger; the reason, for an adjustment."
+    )
 
     def clean(self):
         data = super().clean() or {}
@@ -123,15 +125,23 @@ class AccountAdmin(admin.ModelAdmin):
         form = CreditForm(request.POST or None)
         if request.method == "POST" and form.is_valid():
             amount = usd_to_micro(form.cleaned_data["amount_usd"])
+            staff = request.user
             try:
                 with transaction.atomic():
-                    account_credit(
-                        account=account,
-                        amount=amount,
-                        kind=form.cleaned_data["kind"],
-                        memo=form.cleaned_data["memo"],
-                        created_by=request.user,  # type: ignore[arg-type]  # admin_view: staff only
-                    )
+                    if form.cleaned_data["kind"] == "adjustment":
+                        account_adjust(
+                            account=account,
+                            amount=amount,
+                            reason=form.cleaned_data["memo"],
+                            staff=staff,  # type: ignore[arg-type]  # admin_view: staff only
+                        )
+                    else:
+                        account_credit(
+                            account=account,
+                            amount=amount,
+                            memo=form.cleaned_data["memo"],
+                            created_by=staff,  # type: ignore[arg-type]
+                        )
             except LedgerError as exc:
                 form.add_error(None, str(exc))
             else:

@@ -1,9 +1,26 @@
+from decimal import Decimal
+
+from django import forms
 from django.contrib import admin
+from django.core.exceptions import PermissionDenied
+from django.template.response import TemplateResponse
+from django.urls import path
 
 from accounts.admin import usd
 
-from .models import Entry, Hold, LedgerAccount, ModelPrice, PriceGroup, Transaction
+from .models import (
+    Entry,
+    Hold,
+    LedgerAccount,
+    ModelPrice,
+    PriceGroup,
+    RedemptionCode,
+    Statement,
+    Transaction,
+)
+from .pricing import usd_to_micro
 from .selectors import price_cache_invalidate
+from .services import model_price_set, redemption_codes_create
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -66,8 +83,17 @@ class ModelPriceAdmin(admin.ModelAdmin):
         return False
 
     def save_model(self, request, obj, form, change):
-        super().save_model(request, obj, form, change)
-        price_cache_invalidate(group_id=obj.group_id)
+        obj.pk = model_price_set(
+            group_id=obj.group_id,
+            model=obj.model,
+            input_per_m=obj.input_per_m,
+            output_per_m=obj.output_per_m,
+            cache_read_per_m=obj.cache_read_per_m,
+            cache_write_per_m=obj.cache_write_per_m,
+            reasoning_per_m=obj.reasoning_per_m,
+            request_fee=obj.request_fee,
+            effective_from=obj.effective_from,
+        ).pk
 
 
 class EntryInline(admin.TabularInline):
@@ -141,3 +167,94 @@ class HoldAdmin(ReadOnlyAdmin):
     @admin.display(description="Amount")
     def amount_usd(self, obj):
         return usd(obj.amount)
+
+
+class RedemptionCodesForm(forms.Form):
+    amount_usd = forms.DecimalField(
+        label="Value (USD)", min_value=Decimal("0.000001"), max_digits=14, decimal_places=6
+    )
+    count = forms.IntegerField(min_value=1, max_value=1000, initial=1)
+    memo = forms.CharField(max_length=200, required=False)
+    expires_at = forms.DateTimeField(required=False, help_text="Optional, e.g. 2027-01-31 23:59")
+
+
+@admin.register(RedemptionCode)
+class RedemptionCodeAdmin(ReadOnlyAdmin):
+    list_display = [
+        "__str__",
+        "amount_usd",
+        "memo",
+        "created_at",
+        "expires_at",
+        "redeemed_by",
+        "redeemed_at",
+    ]
+    list_filter = [("redeemed_at", admin.EmptyFieldListFilter)]
+    search_fields = ["last4", "memo", "redeemed_by__name"]
+    exclude = ["code_hash"]
+    change_list_template = "admin/billing/redemptioncode/change_list.html"
+
+    @admin.display(description="Value")
+    def amount_usd(self, obj):
+        return usd(obj.amount)
+
+    def get_urls(self):
+        create = path(
+            "create/",
+            self.admin_site.admin_view(self.create_view),
+            name="billing_redemptioncode_create",
+        )
+        return [create, *super().get_urls()]
+
+    def create_view(self, request):
+        if not request.user.has_perm("billing.add_transaction"):
+            raise PermissionDenied
+        form = RedemptionCodesForm(request.POST or None)
+        codes: list[str] = []
+        if request.method == "POST" and form.is_valid():
+            codes = redemption_codes_create(
+                amount=usd_to_micro(form.cleaned_data["amount_usd"]),
+                count=form.cleaned_data["count"],
+                memo=form.cleaned_data["memo"],
+                created_by=request.user,
+                expires_at=form.cleaned_data["expires_at"],
+            )
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Create redemption codes",
+            "form": form,
+            "codes": codes,
+            "opts": self.model._meta,
+        }
+        return TemplateResponse(request, "admin/billing/redemptioncode/create.html", context)
+
+
+@admin.register(Statement)
+class StatementAdmin(ReadOnlyAdmin):
+    list_display = [
+        "account",
+        "period_start",
+        "opening_usd",
+        "credits_usd",
+        "charges_usd",
+        "closing_usd",
+        "generated_at",
+    ]
+    list_filter = ["period_start"]
+    search_fields = ["account__name"]
+
+    @admin.display(description="Opening")
+    def opening_usd(self, obj):
+        return usd(obj.opening)
+
+    @admin.display(description="Credits")
+    def credits_usd(self, obj):
+        return usd(obj.credits)
+
+    @admin.display(description="Charges")
+    def charges_usd(self, obj):
+        return usd(obj.charges)
+
+    @admin.display(description="Closing")
+    def closing_usd(self, obj):
+        return usd(obj.closing)

@@ -8,6 +8,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
@@ -20,7 +21,15 @@ from django.utils import timezone
 from accounts.models import Account, ApiKey
 from config.localcache import TTLCache
 
-from .models import Entry, Hold, KeySpend, LedgerAccount, RedemptionCode, Transaction
+from .models import (
+    Entry,
+    Hold,
+    KeySpend,
+    LedgerAccount,
+    ModelPrice,
+    RedemptionCode,
+    Transaction,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -591,3 +600,34 @@ def redemption_redeem(*, account: Account, code: str, user: User | None = None) 
         redeemed_by=account, redeemed_at=timezone.now(), transaction=txn
     )
     return txn
+
+
+def model_price_set(
+    *,
+    group_id: int,
+    model: str,
+    input_per_m: Decimal,
+    output_per_m: Decimal,
+    cache_read_per_m: Decimal | None = None,
+    cache_write_per_m: Decimal | None = None,
+    reasoning_per_m: Decimal | None = None,
+    request_fee: Decimal = Decimal(0),
+    effective_from: datetime | None = None,
+) -> ModelPrice:
+    """Publish a new price version. Requests already made keep the price they had;
+    a version dated in the future applies from that moment."""
+    price = ModelPrice.objects.create(
+        group_id=group_id,
+        model=model,
+        input_per_m=input_per_m,
+        output_per_m=output_per_m,
+        cache_read_per_m=cache_read_per_m,
+        cache_write_per_m=cache_write_per_m,
+        reasoning_per_m=reasoning_per_m,
+        request_fee=request_fee,
+        effective_from=effective_from or timezone.now(),
+    )
+    from .selectors import price_cache_invalidate
+
+    price_cache_invalidate(group_id=group_id)
+    return price

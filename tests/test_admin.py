@@ -1,5 +1,7 @@
 """The Django admin as staff use it: lists, the one-time key secret, top-ups, read-only ledger."""
 
+import re
+
 import pytest
 
 from accounts.models import ApiKey
@@ -109,3 +111,52 @@ def test_ledger_is_read_only(admin_client, account):
     )
     entry.refresh_from_db()
     assert entry.amount == 3_000_000
+
+
+def test_redemption_codes_made_in_admin_are_shown_once_and_redeem(admin_client, account):
+    from billing.models import RedemptionCode
+    from billing.services import redemption_redeem
+
+    response = admin_client.post(
+        "/admin/billing/redemptioncode/create/", {"amount_usd": "5", "count": "3", "memo": "launch"}
+    )
+    page = response.content.decode()
+    codes = re.findall(r"TG-[0-9A-Z]{4}-[0-9A-Z]{4}-[0-9A-Z]{4}-[0-9A-Z]{4}", page)
+    assert len(codes) == 3 and RedemptionCode.objects.count() == 3
+    listing = admin_client.get("/admin/billing/redemptioncode/").content.decode()
+    assert all(code not in listing for code in codes)
+    redemption_redeem(account=account, code=codes[0])
+    account.refresh_from_db()
+    assert account.balance == 8_000_000
+
+
+def test_adjustment_from_admin_records_the_reason_and_the_staff_member(
+    admin_client, admin_user, account
+):
+    admin_client.post(
+        f"/admin/accounts/account/{account.pk}/credit/",
+        {"amount_usd": "-1.25", "kind": "adjustment", "memo": "duplicate top-up"},
+    )
+    txn = Transaction.objects.get(kind="adjustment")
+    assert (txn.memo, txn.created_by) == ("duplicate top-up", admin_user)
+    account.refresh_from_db()
+    assert account.balance == 1_750_000
+
+
+def test_new_price_version_from_admin(admin_client, account):
+    from billing.models import ModelPrice
+
+    response = admin_client.post(
+        "/admin/billing/modelprice/add/",
+        {
+            "group": account.price_group_id,
+            "model": "gpt-4o-mini",
+            "input_per_m": "0.2",
+            "output_per_m": "0.8",
+            "request_fee": "0",
+            "effective_from_0": "2030-01-01",
+            "effective_from_1": "00:00:00",
+        },
+    )
+    assert response.status_code == 302
+    assert ModelPrice.objects.filter(model="gpt-4o-mini").count() == 2
