@@ -39,6 +39,10 @@ class Account(models.Model):
     )
     # Candidates for ``auto`` (in order, for the ordered strategy); empty: all allowed.
     auto_models = models.JSONField(default=list, blank=True)
+    # One email to the members when the balance falls below this (micro-USD); the
+    # flag re-arms once the balance is back above it.
+    low_balance_threshold = models.BigIntegerField(null=True, blank=True)
+    low_balance_alerted = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

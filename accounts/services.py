@@ -104,3 +104,19 @@ def api_key_update(*, api_key: ApiKey, fields: list[str]) -> ApiKey:
         api_key.save(update_fields=list(fields))
     auth_cache_invalidate(key_hash=api_key.key_hash)
     return api_key
+
+
+def account_low_balance_set(*, account: Account, threshold: int | None) -> Account:
+    """Set (or clear) the balance below which the members get one email.
+
+    A balance already below the new threshold counts as already told (the console
+    shows it); the alert fires the next time the balance crosses it downwards."""
+    if threshold is not None and threshold < 0:
+        raise ValueError("the threshold cannot be negative")
+    with transaction.atomic():
+        locked = Account.objects.select_for_update().get(pk=account.pk)
+        locked.low_balance_threshold = threshold
+        locked.low_balance_alerted = threshold is not None and locked.balance < threshold
+        locked.save(update_fields=["low_balance_threshold", "low_balance_alerted"])
+    account.refresh_from_db()
+    return account

@@ -20,6 +20,7 @@ from django.utils import timezone
 
 from accounts.models import Account, ApiKey
 from config.localcache import TTLCache
+from usage.services import usage_daily_add
 
 from .models import (
     Entry,
@@ -165,7 +166,29 @@ def ledger_post(
             balance=F("balance") + balance_deltas.get(acct, 0),
             held=F("held") + held_deltas.get(acct, 0),
         )
+    for acct in sorted(balance_deltas):
+        _low_balance_watch(acct)
     return txn
+
+
+def _low_balance_watch(account_id: int) -> None:
+    """Arm, fire (once) or re-arm the account's low-balance email. The row is locked
+    by the posting's own update, so reading it here is race-free."""
+    row = (
+        Account.objects.filter(pk=account_id)
+        .values("balance", "low_balance_threshold", "low_balance_alerted")
+        .first()
+    )
+    if row is None or row["low_balance_threshold"] is None:
+        return
+    below = row["balance"] < row["low_balance_threshold"]
+    if below and not row["low_balance_alerted"]:
+        from .tasks import low_balance_alert
+
+        Account.objects.filter(pk=account_id).update(low_balance_alerted=True)
+        transaction.on_commit(lambda: low_balance_alert.delay(account_id))
+    elif not below and row["low_balance_alerted"]:
+        Account.objects.filter(pk=account_id).update(low_balance_alerted=False)
 
 
 def account_credit(
@@ -333,6 +356,12 @@ def settlement_run(*, usage_ids: Sequence[int] | None = None, limit: int = 500) 
                 "model_requested",
                 "channel_id",
                 "created_at",
+                "status",
+                "input_tokens",
+                "cache_read_tokens",
+                "cache_write_tokens",
+                "output_tokens",
+                "reasoning_tokens",
             )[:limit]
         )
         if not rows:
@@ -353,6 +382,7 @@ def settlement_run(*, usage_ids: Sequence[int] | None = None, limit: int = 500) 
         for account_id in sorted(by_account):
             _settle_account_batch(account_id, by_account[account_id], holds, now, spend)
         keyspend_apply(spend)
+        usage_daily_add(records=rows)
     return len(rows)
 
 
@@ -434,7 +464,7 @@ def _settle_account_batch(
             kind=Transaction.Kind.CHARGE,
             idempotency_key=f"settle:{recs[0]['pk']}",
             account_id=account_id,
-            memo=f"usage {recs[0]['pk']}..{recs[-1]['pk']} ({len(recs)} requests)",
+            memo=f"Usage: {len(recs)} request{'s' if len(recs) != 1 else ''}",
             entries=entries,
             held_deltas={account_id: -released} if released else None,
         )

@@ -98,6 +98,31 @@ def statements_generate(period_start: str | None = None) -> int:
 
 
 @shared_task
+def low_balance_alert(account_id: int) -> None:
+    """Tell the account's members their balance fell below their threshold."""
+    from .pricing import micro_to_usd
+
+    account = Account.objects.filter(pk=account_id).first()
+    if account is None or account.low_balance_threshold is None:
+        return
+    recipients = list(
+        account.memberships.exclude(user__email="").values_list("user__email", flat=True)
+    )
+    if recipients:
+        threshold = micro_to_usd(account.low_balance_threshold)
+        send_mail(
+            subject=f"[Tollgate] {account.name}: balance below ${threshold}",
+            message=(
+                f"The balance of {account.name} is now ${micro_to_usd(account.balance)}, below "
+                f"the ${threshold} you asked to be told about. "
+                "Top up (or redeem a code) to keep your requests flowing."
+            ),
+            from_email=settings.DEFAULT_FROM_EMAIL,
+            recipient_list=recipients,
+        )
+
+
+@shared_task
 def overage_alert(account_id: int, amount: int) -> None:
     account = Account.objects.filter(pk=account_id).first()
     if account is not None:

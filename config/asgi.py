@@ -1,7 +1,46 @@
+"""ASGI entry point.
+
+Static files are answered by WhiteNoise (compressed, far-future cached, from
+``collectstatic``'s output) before Django sees the request; WhiteNoise is a WSGI
+application, so only static requests take the thread hop of ``WsgiToAsgi``. It is
+kept out of Django's middleware on purpose: as synchronous middleware it would put
+every ``/v1/*`` request through a thread.
+"""
+
 import os
 
+from asgiref.wsgi import WsgiToAsgi
+from django.conf import settings
 from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
-application = get_asgi_application()
+django_application = get_asgi_application()
+
+
+def _not_found(environ, start_response):
+    start_response("404 Not Found", [("content-type", "text/plain")])
+    return [b"Not found"]
+
+
+def _static_application():
+    from whitenoise import WhiteNoise
+
+    static = WhiteNoise(_not_found, root=settings.STATIC_ROOT, prefix=settings.STATIC_URL)
+    return WsgiToAsgi(static)
+
+
+_static = _static_application()
+_STATIC_PREFIX = settings.STATIC_URL
+
+if settings.CELERY_TASK_ALWAYS_EAGER:
+    from billing.embedded import start_sweeper
+
+    start_sweeper()
+
+
+async def application(scope, receive, send):
+    if scope["type"] == "http" and scope["path"].startswith(_STATIC_PREFIX):
+        await _static(scope, receive, send)
+    else:
+        await django_application(scope, receive, send)

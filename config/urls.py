@@ -1,13 +1,34 @@
 from django.contrib import admin
+from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
+from accounts import views as account_views
+from billing import views as billing_views
 from relay import views as relay_views
+from usage import views as usage_views
 
 urlpatterns = [
+    # The relay: OpenAI- and Anthropic-compatible, key-authenticated.
     path("v1/chat/completions", relay_views.chat_completions),
     path("v1/messages", relay_views.messages),
     path("v1/embeddings", relay_views.embeddings),
     path("v1/models", relay_views.models),
+    # The management API.
     path("api/", include("config.api_urls")),
+    # Staff.
+    path("admin/overview/", billing_views.admin_overview, name="admin-overview"),
     path("admin/", admin.site.urls),
+    # The console.
+    path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("", account_views.dashboard, name="dashboard"),
+    path("keys/", account_views.keys, name="keys"),
+    path("keys/<int:pk>/created/", account_views.key_created, name="key_created"),
+    path("keys/<int:pk>/edit/", account_views.key_edit, name="key_edit"),
+    path("keys/<int:pk>/revoke/", account_views.key_revoke, name="key_revoke"),
+    path("usage/", usage_views.usage_log, name="usage"),
+    path("usage/export.csv", usage_views.usage_export, name="usage_export"),
+    path("billing/", billing_views.billing, name="billing"),
+    path("billing/statements/<int:pk>/", billing_views.statement, name="statement"),
+    path("models/", billing_views.models, name="models"),
 ]

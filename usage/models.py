@@ -95,3 +95,42 @@ class UsageRecord(models.Model):
     @property
     def completion_tokens(self) -> int:
         return self.output_tokens + self.reasoning_tokens
+
+
+class UsageDaily(models.Model):
+    """Settled usage summed per UTC day, account, key, model and channel.
+
+    Written by settlement in the same transaction as the ledger postings, so the
+    dashboards and the overview read a few rows instead of millions of records."""
+
+    day = models.DateField()
+    account = models.ForeignKey("accounts.Account", on_delete=models.CASCADE, related_name="+")
+    api_key = models.ForeignKey(
+        "accounts.ApiKey", on_delete=models.CASCADE, null=True, related_name="+"
+    )
+    model = models.CharField(max_length=200)
+    channel = models.ForeignKey(
+        "relay.Channel", on_delete=models.SET_NULL, null=True, related_name="+"
+    )
+    requests = models.PositiveIntegerField(default=0)
+    errors = models.PositiveIntegerField(default=0)
+    input_tokens = models.BigIntegerField(default=0)
+    cache_read_tokens = models.BigIntegerField(default=0)
+    cache_write_tokens = models.BigIntegerField(default=0)
+    output_tokens = models.BigIntegerField(default=0)
+    reasoning_tokens = models.BigIntegerField(default=0)
+    cost = models.BigIntegerField(default=0)
+    upstream_cost = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["day", "account", "api_key", "model", "channel"],
+                name="usagedaily_unique",
+                nulls_distinct=False,
+            )
+        ]
+        indexes = [models.Index(fields=["account", "day"]), models.Index(fields=["day"])]
+
+    def __str__(self) -> str:
+        return f"{self.day} {self.account_id} {self.model}: {self.requests}"

@@ -1,9 +1,12 @@
+from collections.abc import Mapping, Sequence
+from datetime import UTC
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
+from django.db.models import F
 from django.utils import timezone
 
-from .models import UsageRecord
+from .models import UsageDaily, UsageRecord
 
 
 def _enqueue_settlement(usage_id: int) -> None:
@@ -25,3 +28,70 @@ def usage_record_reject(**fields: Any) -> UsageRecord:
     return UsageRecord.objects.create(
         status=UsageRecord.Status.REJECTED, settled_at=timezone.now(), **fields
     )
+
+
+_DAILY_SUMS = (
+    "requests",
+    "errors",
+    "input_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "output_tokens",
+    "reasoning_tokens",
+    "cost",
+    "upstream_cost",
+)
+
+
+def usage_daily_add(*, records: Sequence[Mapping[str, Any]]) -> None:
+    """Fold settled records into the daily roll-up (one upsert per day, account, key,
+    model and channel). Runs inside the settlement's transaction."""
+    totals: dict[tuple, list[int]] = {}
+    for r in records:
+        day = r["created_at"].astimezone(UTC).date()
+        dims = (
+            day,
+            r["account_id"],
+            r["api_key_id"],
+            r["model_served"] or r["model_requested"],
+            r["channel_id"],
+        )
+        row = totals.setdefault(dims, [0] * len(_DAILY_SUMS))
+        row[0] += 1
+        row[1] += r["status"] != UsageRecord.Status.SUCCESS
+        for i, name in enumerate(_DAILY_SUMS[2:], start=2):
+            row[i] += r[name]
+    if not totals:
+        return
+    if connection.vendor != "postgresql":
+        # SQLite has no NULLS NOT DISTINCT to upsert on; it serialises writers, so
+        # update-or-create is safe there.
+        for (day, account_id, key_id, model, channel_id), sums in totals.items():
+            row = UsageDaily.objects.filter(
+                day=day,
+                account_id=account_id,
+                api_key_id=key_id,
+                model=model,
+                channel_id=channel_id,
+            )
+            if not row.update(**{c: F(c) + v for c, v in zip(_DAILY_SUMS, sums, strict=True)}):
+                UsageDaily.objects.create(
+                    day=day,
+                    account_id=account_id,
+                    api_key_id=key_id,
+                    model=model,
+                    channel_id=channel_id,
+                    **dict(zip(_DAILY_SUMS, sums, strict=True)),
+                )
+        return
+    table = UsageDaily._meta.db_table
+    columns = ", ".join(_DAILY_SUMS)
+    updates = ", ".join(f"{c} = {table}.{c} + excluded.{c}" for c in _DAILY_SUMS)
+    placeholders = ", ".join(["%s"] * (5 + len(_DAILY_SUMS)))
+    with connection.cursor() as cursor:
+        cursor.executemany(
+            f"INSERT INTO {table} (day, account_id, api_key_id, model, channel_id, {columns}) "  # noqa: S608
+            f"VALUES ({placeholders}) ON CONFLICT (day, account_id, api_key_id, model, channel_id) "
+            f"DO UPDATE SET {updates}",
+            [(*dims, *sums) for dims, sums in sorted(totals.items(), key=lambda kv: str(kv[0]))],
+        )
