@@ -7,6 +7,10 @@ from billing import views as billing_views
 from relay import views as relay_views
 from usage import views as usage_views
 
+admin.site.site_header = "Tollgate administration"
+admin.site.site_title = "Tollgate admin"
+admin.site.index_title = "Accounts, money, channels and usage"
+
 urlpatterns = [
     # The relay: OpenAI- and Anthropic-compatible, key-authenticated.
     path("v1/chat/completions", relay_views.chat_completions),

@@ -1,0 +1,162 @@
+"""A customer's whole journey in a real browser (Debian's chromium, driven by
+Playwright): sign in, create a key, call the relay with it, find the request in the
+usage log and its charge in billing, export the CSV. Screenshots of every page
+(wide and narrow) are kept in artifacts/screenshots/."""
+
+import csv
+import io
+from pathlib import Path
+
+import openai
+import pytest
+from playwright.sync_api import expect, sync_playwright
+
+from accounts.services import membership_add
+from billing.pricing import micro_to_usd
+from tests.conftest import wait_for
+from tests.factories import UserFactory
+from usage.models import UsageRecord
+
+CHROMIUM = "/usr/bin/chromium"
+SHOTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture
+def browser(monkeypatch):
+    # Playwright's sync API keeps an event loop on this thread between calls; the
+    # test's own database calls are synchronous and safe.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        yield browser
+        browser.close()
+
+
+def sign_in(page, base, username, password):
+    page.goto(f"{base}/login/")
+    page.fill("#id_username", username)
+    page.fill("#id_password", password)
+    page.click("button[type=submit]")
+
+
+def shot(page, name):
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def test_sign_in_create_key_call_relay_see_usage_and_charge_export_csv(
+    relay_env, browser, upstream
+):
+    base = relay_env.url
+    user = UserFactory(username="dana")
+    membership_add(account=relay_env.account, user=user, role="owner")
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
+    context.grant_permissions(["clipboard-read", "clipboard-write"], origin=base)
+    page = context.new_page()
+
+    sign_in(page, base, "dana", "wrong password")
+    expect(page.locator(".form-errors")).to_contain_text("correct username and password")
+    shot(page, "00-sign-in-error")
+    sign_in(page, base, "dana", "pw-for-tests-1")
+    expect(page.locator("h1")).to_have_text(relay_env.account.name)
+    expect(page.locator(".stat").first).to_contain_text("$5.00")
+    shot(page, "01-dashboard-empty")
+
+    page.click("nav >> text=API keys")
+    page.fill("#id_name", "")
+    page.click("text=Create key")
+    expect(page.locator(".field.has-error")).to_contain_text("This field is required.")
+    page.fill("#id_name", "browser key")
+    page.check("input[value='gpt-4o-mini']")
+    page.fill("#id_rpm_limit", "100")
+    page.click("text=Create key")
+    secret = page.inner_text("#new-key").strip()
+    assert secret.startswith("sk-tg-")
+    page.click("button[data-copy='new-key']")
+    expect(page.locator("button[data-copy='new-key']")).to_have_text("Copied")
+    assert page.evaluate("navigator.clipboard.readText()") == secret
+    shot(page, "02-key-created")
+
+    client = openai.OpenAI(base_url=f"{base}/v1", api_key=secret, max_retries=0)
+    reply = client.chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "Hello from a browser test"}]
+    )
+    record = wait_for(
+        lambda: UsageRecord.objects.filter(
+            request_id=reply._request_id, settled_at__isnull=False
+        ).first()
+    )
+
+    page.click("nav >> text=Usage")
+    row = page.locator("tr", has_text=reply._request_id)
+    expect(row).to_contain_text("browser key")
+    expect(row).to_contain_text("success")
+    cost = "$" + micro_to_usd(record.cost).rstrip("0").ljust(
+        len(micro_to_usd(record.cost).split(".")[0]) + 3, "0"
+    )
+    expect(row).to_contain_text(cost)
+    shot(page, "03-usage")
+
+    with page.expect_download() as download:
+        page.click("text=Export CSV")
+    rows = list(csv.DictReader(io.StringIO(Path(download.value.path()).read_text())))
+    exported = next(r for r in rows if r["request_id"] == reply._request_id)
+    assert exported["status"] == "success" and exported["model_served"] == "gpt-4o-mini"
+
+    page.click("nav >> text=Billing")
+    charge = page.locator("tr", has_text="Usage charge").first
+    expect(charge).to_contain_text("-" + cost)
+    expect(page.locator(".stat").first).to_contain_text(
+        micro_to_usd(5_000_000 - record.cost).rstrip("0")
+    )
+    shot(page, "04-billing")
+
+    page.click("nav >> text=Dashboard")
+    expect(page.locator("canvas[data-chart]")).to_be_visible()
+    shot(page, "05-dashboard")
+    page.click("nav >> text=Models")
+    expect(page.locator("td", has_text="o4-mini")).to_be_visible()
+    shot(page, "06-models")
+
+    narrow = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True)
+    phone = narrow.new_page()
+    sign_in(phone, base, "dana", "pw-for-tests-1")
+    for name, path in [
+        ("07-narrow-dashboard", "/"),
+        ("08-narrow-usage", "/usage/"),
+        ("09-narrow-keys", "/keys/"),
+    ]:
+        phone.goto(base + path)
+        # Nothing overflows the screen sideways but the scrollable tables.
+        assert phone.evaluate("document.documentElement.scrollWidth") <= 390
+        expect(phone.locator("nav")).to_be_visible()
+        shot(phone, name)
+
+
+def test_staff_overview_page(relay_env, browser, upstream, django_user_model):
+    django_user_model.objects.create_superuser("root", "root@example.com", "admin-pass-123")
+    assert (
+        relay_env.post(
+            {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+        ).status_code
+        == 200
+    )
+    wait_for(lambda: UsageRecord.objects.filter(settled_at__isnull=False).exists())
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(f"{relay_env.url}/admin/login/?next=/admin/overview/")
+    page.fill("#id_username", "root")
+    page.fill("#id_password", "admin-pass-123")
+    page.click("input[type=submit]")
+    expect(page.locator("h2").first).to_have_text("Last 30 days")
+    expect(page.locator("#content table", has_text=relay_env.channel.name)).to_contain_text("healthy")
+    expect(page.locator("canvas[data-chart]")).to_be_visible()
+    shot(page, "10-admin-overview")
