@@ -1,0 +1,392 @@
+"""Management API: tokens, accounts (balance, credits, redemption, members) and API keys.
+
+Staff see and manage everything. Anyone else sees only the account they are a
+member of: another account's objects are simply not found (404) and lists are
+filtered, so nothing reveals that they exist.
+"""
+
+from typing import Any
+
+from django.db.models import QuerySet, Sum
+from django.shortcuts import get_object_or_404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    extend_schema,
+    extend_schema_view,
+    inline_serializer,
+)
+from rest_framework import mixins, serializers, status, viewsets
+from rest_framework.authtoken.serializers import AuthTokenSerializer
+from rest_framework.authtoken.views import ObtainAuthToken
+from rest_framework.decorators import action
+from rest_framework.exceptions import PermissionDenied, ValidationError
+from rest_framework.permissions import BasePermission
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.throttling import AnonRateThrottle
+
+from billing.models import Transaction
+from billing.serializers import LedgerTransactionSerializer
+from billing.services import (
+    LedgerError,
+    RedemptionError,
+    account_adjust,
+    account_credit,
+    redemption_redeem,
+)
+
+from .models import Account, ApiKey, Membership
+from .serializers import (
+    AccountSerializer,
+    ApiKeyCreatedSerializer,
+    ApiKeyCreateSerializer,
+    ApiKeyPolicySerializer,
+    ApiKeySerializer,
+    BalanceSerializer,
+    CreditSerializer,
+    MembershipSerializer,
+    RedeemSerializer,
+)
+from .services import api_key_create, api_key_revoke, api_key_update, membership_add
+
+# -- access rules shared by every endpoint -------------------------------------------
+
+
+class IsStaff(BasePermission):
+    message = "Only staff may do this."
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        return bool(request.user and request.user.is_staff)
+
+
+class StaffWrites(BasePermission):
+    """Members read their own account's objects; only staff change anything."""
+
+    message = "Only staff may do this."
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        return request.method in ("GET", "HEAD", "OPTIONS") or bool(request.user.is_staff)
+
+
+def member_account_id(user: Any) -> int | None:
+    membership = getattr(user, "membership", None)
+    return membership.account_id if membership is not None else None
+
+
+ACCOUNT_FILTER = OpenApiParameter(
+    "account", OpenApiTypes.INT, description="Staff only: narrow the list to one account."
+)
+
+
+def account_filter_param(request: Request) -> int | None:
+    raw = request.query_params.get("account")
+    if raw in (None, ""):
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValidationError({"account": "A valid integer is required."}) from None
+
+
+def scope_to_user(queryset: QuerySet, *, request: Request, field: str = "account") -> QuerySet:
+    """``queryset`` narrowed to what ``request.user`` may see: everything for staff
+    (or the one ``?account=``), the member's own account's rows for anyone else."""
+    user = request.user
+    if user.is_staff:
+        account_id = account_filter_param(request)
+        if account_id is not None:
+            queryset = queryset.filter(**{f"{field}_id": account_id})
+        return queryset
+    own = member_account_id(user)
+    if own is None:
+        return queryset.none()
+    return queryset.filter(**{f"{field}_id": own})
+
+
+def account_ids_for(request: Request) -> list[int] | None:
+    """Accounts whose data the user may read: None means all (staff, no filter)."""
+    if request.user.is_staff:
+        account_id = account_filter_param(request)
+        return None if account_id is None else [account_id]
+    own = member_account_id(request.user)
+    return [] if own is None else [own]
+
+
+# -- tokens --------------------------------------------------------------------------
+
+
+class TokenThrottle(AnonRateThrottle):
+    # Per client address: slows password guessing without bothering real users.
+    rate = "20/min"
+
+
+class ObtainTokenView(ObtainAuthToken):
+    authentication_classes = ()
+    throttle_classes = (TokenThrottle,)
+
+    @extend_schema(
+        summary="Exchange a username and password for an API token",
+        description='Send the token as "Authorization: Token <token>" on every other call.',
+        request=AuthTokenSerializer,
+        responses=inline_serializer("TokenResponse", {"token": serializers.CharField()}),
+        tags=["auth"],
+    )
+    def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().post(request, *args, **kwargs)
+
+
+# -- accounts ------------------------------------------------------------------------
+
+CreditResponse = inline_serializer(
+    "CreditResponse",
+    {
+        "transaction": LedgerTransactionSerializer(),
+        "balance": BalanceSerializer(),
+    },
+)
+
+
+@extend_schema_view(
+    list=extend_schema(summary="List accounts (a member sees their own only)"),
+    retrieve=extend_schema(summary="An account"),
+    create=extend_schema(summary="Create an account with its ledger account (staff)"),
+    update=extend_schema(summary="Replace an account's settings (staff)"),
+    partial_update=extend_schema(summary="Change an account's settings (staff)"),
+)
+class AccountViewSet(
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.CreateModelMixin,
+    mixins.UpdateModelMixin,
+    viewsets.GenericViewSet,
+):
+    """Billing tenants. ``balance`` and ``held`` are read-only: money moves only through
+    the ledger (credits, redemption codes, usage)."""
+
+    serializer_class = AccountSerializer
+    queryset = Account.objects.order_by("pk")
+
+    def get_permissions(self) -> list[BasePermission]:
+        if self.action == "redeem":
+            return super().get_permissions()
+        return [*super().get_permissions(), StaffWrites()]
+
+    def get_queryset(self) -> QuerySet[Account]:
+        queryset = self.queryset
+        if self.request.user.is_staff:
+            return queryset
+        own = member_account_id(self.request.user)
+        return queryset.filter(pk=own) if own is not None else queryset.none()
+
+    @extend_schema(summary="Balance, held and available", responses=BalanceSerializer)
+    @action(detail=True, methods=["get"])
+    def balance(self, request: Request, pk: str | None = None) -> Response:
+        return Response(BalanceSerializer(self.get_object()).data)
+
+    @extend_schema(
+        summary="Top up or adjust the balance through the ledger (staff)",
+        description="A top-up (positive) or an adjustment (any sign, memo = reason) posted "
+        "as one balanced ledger transaction. Amounts are integer micro-USD. A refused "
+        "posting (e.g. an adjustment below the overdraft limit) changes nothing.",
+        request=CreditSerializer,
+        responses={201: CreditResponse},
+    )
+    @action(detail=True, methods=["post"], permission_classes=[IsStaff])
+    def credits(self, request: Request, pk: str | None = None) -> Response:
+        account = self.get_object()
+        params = CreditSerializer(data=request.data)
+        params.is_valid(raise_exception=True)
+        data = params.validated_data
+        key = data.get("idempotency_key")
+        # Scoped so a caller's key can never collide with the ledger's own keys.
+        full_key = f"api-credit:{account.pk}:{key}" if key else None
+        try:
+            if data["kind"] == Transaction.Kind.ADJUSTMENT:
+                txn = account_adjust(
+                    account=account,
+                    amount=data["amount"],
+                    reason=data["memo"],
+                    staff=request.user,  # type: ignore[arg-type]
+                    idempotency_key=full_key,
+                )
+            else:
+                txn = account_credit(
+                    account=account,
+                    amount=data["amount"],
+                    memo=data["memo"],
+                    created_by=request.user,  # type: ignore[arg-type]
+                    idempotency_key=full_key,
+                )
+        except LedgerError as exc:
+            raise ValidationError({"detail": str(exc)}) from exc
+        if txn.kind != data["kind"] or _customer_amount(txn, account) != data["amount"]:
+            return Response(
+                {"detail": "This idempotency key was already used for a different credit."},
+                status=status.HTTP_409_CONFLICT,
+            )
+        account.refresh_from_db()
+        context = self.get_serializer_context()
+        return Response(
+            {
+                "transaction": LedgerTransactionSerializer(txn, context=context).data,
+                "balance": BalanceSerializer(account).data,
+            },
+            status=status.HTTP_201_CREATED,
+        )
+
+    @extend_schema(
+        summary="Redeem a code for credit",
+        description="Credits the account with the code's value, once. Members may redeem "
+        "for their own account.",
+        request=RedeemSerializer,
+        responses={201: CreditResponse},
+    )
+    @action(detail=True, methods=["post"])
+    def redeem(self, request: Request, pk: str | None = None) -> Response:
+        account = self.get_object()
+        params = RedeemSerializer(data=request.data)
+        params.is_valid(raise_exception=True)
+        try:
+            txn = redemption_redeem(
+                account=account,
+                code=params.validated_data["code"],
+                user=request.user,  # type: ignore[arg-type]
+            )
+        except RedemptionError as exc:
+            raise ValidationError({"code": [str(exc)]}) from exc
+        account.refresh_from_db()
+        context = self.get_serializer_context()
+        return Response(
+            {
+                "transaction": LedgerTransactionSerializer(txn, context=context).data,
+                "balance": BalanceSerializer(account).data,
+            },
+            status=status.HTTP_201_CREATED,
+        )
+
+    @extend_schema(
+        methods=["GET"],
+        summary="The account's members (staff)",
+        responses=MembershipSerializer(many=True),
+    )
+    @extend_schema(
+        methods=["POST"],
+        summary="Add a user to the account (staff)",
+        request=MembershipSerializer,
+        responses={201: MembershipSerializer},
+    )
+    @action(detail=True, methods=["get", "post"], permission_classes=[IsStaff])
+    def members(self, request: Request, pk: str | None = None) -> Response:
+        account = self.get_object()
+        if request.method == "GET":
+            memberships = account.memberships.select_related("user").order_by("pk")
+            return Response(MembershipSerializer(memberships, many=True).data)
+        params = MembershipSerializer(data=request.data)
+        params.is_valid(raise_exception=True)
+        membership = membership_add(
+            account=account,
+            user=params.validated_data["user"],
+            role=params.validated_data.get("role", Membership.Role.MEMBER),
+        )
+        return Response(MembershipSerializer(membership).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(
+        summary="Remove a member from the account (staff)",
+        parameters=[OpenApiParameter("member_id", OpenApiTypes.INT, OpenApiParameter.PATH)],
+        request=None,
+        responses={204: None},
+    )
+    @action(
+        detail=True,
+        methods=["delete"],
+        url_path=r"members/(?P<member_id>\d+)",
+        permission_classes=[IsStaff],
+    )
+    def member_remove(
+        self, request: Request, pk: str | None = None, member_id: str = ""
+    ) -> Response:
+        account = self.get_object()
+        get_object_or_404(Membership, pk=member_id, account=account).delete()
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+def _customer_amount(txn: Transaction, account: Account) -> int:
+    entries = txn.entries.filter(ledger_account__account_id=account.pk)
+    return entries.aggregate(total=Sum("amount"))["total"] or 0
+
+
+# -- API keys ------------------------------------------------------------------------
+
+
+@extend_schema_view(
+    list=extend_schema(summary="List API keys", parameters=[ACCOUNT_FILTER]),
+    retrieve=extend_schema(summary="An API key (never its secret)"),
+)
+class ApiKeyViewSet(
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    viewsets.GenericViewSet,
+):
+    """Keys for ``/v1/*``. The secret is returned once, by the create call; afterwards
+    only its prefix is shown. Spend limits are integer micro-USD."""
+
+    serializer_class = ApiKeySerializer
+    queryset = ApiKey.objects.select_related("created_by").order_by("-pk")
+    http_method_names = ["get", "post", "patch", "head", "options"]
+
+    def get_queryset(self) -> QuerySet[ApiKey]:
+        return scope_to_user(self.queryset, request=self.request)
+
+    @extend_schema(
+        summary="Create a key; the response carries its secret, once",
+        request=ApiKeyCreateSerializer,
+        responses={201: ApiKeyCreatedSerializer},
+    )
+    def create(self, request: Request) -> Response:
+        params = ApiKeyCreateSerializer(data=request.data)
+        params.is_valid(raise_exception=True)
+        data = dict(params.validated_data)
+        account = data.pop("account", None)
+        if request.user.is_staff:
+            if account is None:
+                raise ValidationError({"account": "Staff must say which account the key is for."})
+        else:
+            own = member_account_id(request.user)
+            if own is None:
+                raise PermissionDenied("You are not a member of any account.")
+            if account is not None and account.pk != own:
+                raise ValidationError({"account": "Keys can only be made for your own account."})
+            account = Account.objects.get(pk=own)
+        api_key, secret = api_key_create(
+            account=account,
+            created_by=request.user,  # type: ignore[arg-type]
+            **data,
+        )
+        context = {**self.get_serializer_context(), "secret": secret}
+        return Response(
+            ApiKeyCreatedSerializer(api_key, context=context).data, status=status.HTTP_201_CREATED
+        )
+
+    @extend_schema(
+        summary="Change a key's name, expiry, allowed models, IP allowlist or limits",
+        request=ApiKeyPolicySerializer(partial=True),
+        responses=ApiKeySerializer,
+    )
+    def partial_update(self, request: Request, pk: str | None = None) -> Response:
+        api_key = self.get_object()
+        params = ApiKeyPolicySerializer(data=request.data, partial=True)
+        params.is_valid(raise_exception=True)
+        changes = params.validated_data
+        for name, value in changes.items():
+            if name == "allowed_models":
+                value = sorted(set(value))
+            setattr(api_key, name, value)
+        api_key_update(api_key=api_key, fields=list(changes))
+        return Response(self.get_serializer(api_key).data)
+
+    @extend_schema(summary="Revoke a key, at once and for good", request=None)
+    @action(detail=True, methods=["post"])
+    def revoke(self, request: Request, pk: str | None = None) -> Response:
+        api_key = api_key_revoke(api_key=self.get_object())
+        return Response(self.get_serializer(api_key).data)

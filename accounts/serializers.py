@@ -1,0 +1,289 @@
+"""Management API serializers for accounts, members and API keys.
+
+Money is integer micro-USD (1 USD = 1,000,000) everywhere in the API; the ``*_usd``
+fields repeat it as exact decimal strings for people reading the JSON.
+"""
+
+import ipaddress
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.db import IntegrityError, transaction
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from billing.pricing import micro_to_usd
+
+from .models import Account, ApiKey, AutoStrategy, Membership
+from .selectors import auth_cache_invalidate
+from .services import account_create, account_low_balance_set
+
+MICRO_USD = "Integer micro-USD (1 USD = 1,000,000)."
+
+
+class StaffOnlyFieldsMixin:
+    """Fields that only staff may read (upstream costs, channels, who did what) are
+    sent as ``null`` to everyone else, so one documented shape serves both."""
+
+    staff_only_fields: tuple[str, ...] = ()
+
+    def to_representation(self, instance: Any) -> dict[str, Any]:
+        data = super().to_representation(instance)  # type: ignore[misc]
+        request = self.context.get("request")  # type: ignore[attr-defined]
+        if not (request is not None and request.user.is_staff):
+            for name in self.staff_only_fields:
+                data[name] = None
+        return data
+
+
+class AccountSerializer(serializers.ModelSerializer):
+    balance = serializers.IntegerField(
+        read_only=True,
+        help_text=f"Cached ledger balance; moves only with the ledger. {MICRO_USD}",
+    )
+    held = serializers.IntegerField(
+        read_only=True, help_text=f"Set aside for requests in flight. {MICRO_USD}"
+    )
+    available = serializers.IntegerField(read_only=True, help_text=f"balance - held. {MICRO_USD}")
+    overdraft_limit = serializers.IntegerField(
+        min_value=0,
+        required=False,
+        help_text=f"How far settlement may take the balance below zero. {MICRO_USD} "
+        "Defaults to the configured default overdraft.",
+    )
+    auto_strategy = serializers.ChoiceField(choices=AutoStrategy.choices, required=False)
+    auto_models = serializers.ListField(
+        child=serializers.CharField(max_length=200),
+        required=False,
+        help_text='Candidates for model "auto", in order; empty: every model the key may use.',
+    )
+    low_balance_threshold = serializers.IntegerField(
+        min_value=0,
+        required=False,
+        allow_null=True,
+        help_text=f"Members are emailed once when the balance falls below this. {MICRO_USD}",
+    )
+
+    class Meta:
+        model = Account
+        fields = [
+            "id",
+            "name",
+            "status",
+            "price_group",
+            "overdraft_limit",
+            "concurrency_limit",
+            "auto_strategy",
+            "auto_models",
+            "low_balance_threshold",
+            "balance",
+            "held",
+            "available",
+            "created_at",
+        ]
+        read_only_fields = ["created_at"]
+        extra_kwargs = {"concurrency_limit": {"min_value": 1}}
+
+    @transaction.atomic
+    def create(self, validated_data: dict[str, Any]) -> Account:
+        settings = dict(validated_data)
+        threshold = settings.pop("low_balance_threshold", None)
+        account = account_create(
+            name=settings.pop("name"),
+            price_group=settings.pop("price_group"),
+            overdraft_limit=settings.pop("overdraft_limit", None),
+        )
+        if settings:
+            for name, value in settings.items():
+                setattr(account, name, value)
+            account.save(update_fields=list(settings))
+        if threshold is not None:
+            account = account_low_balance_set(account=account, threshold=threshold)
+        return account
+
+    def update(self, instance: Account, validated_data: dict[str, Any]) -> Account:
+        settings = dict(validated_data)
+        threshold_given = "low_balance_threshold" in settings
+        threshold = settings.pop("low_balance_threshold", None)
+        for name, value in settings.items():
+            setattr(instance, name, value)
+        try:
+            with transaction.atomic():
+                # Only the edited columns: balance and held on this instance may already
+                # be stale, and they move only with the ledger.
+                instance.save(update_fields=list(settings))
+                if threshold_given:
+                    account_low_balance_set(account=instance, threshold=threshold)
+        except IntegrityError as exc:
+            raise serializers.ValidationError(
+                {"overdraft_limit": "The balance is already further below zero than this."}
+            ) from exc
+        # Status, price group and limits are cached with each key on the relay.
+        auth_cache_invalidate()
+        instance.refresh_from_db()
+        return instance
+
+
+class BalanceSerializer(serializers.Serializer):
+    account = serializers.IntegerField(source="pk", read_only=True)
+    balance = serializers.IntegerField(read_only=True, help_text=MICRO_USD)
+    held = serializers.IntegerField(read_only=True, help_text=MICRO_USD)
+    available = serializers.IntegerField(
+        read_only=True, help_text=f"balance - held: what new requests can use. {MICRO_USD}"
+    )
+    balance_usd = serializers.SerializerMethodField(help_text="USD, six decimals.")
+    held_usd = serializers.SerializerMethodField(help_text="USD, six decimals.")
+    available_usd = serializers.SerializerMethodField(help_text="USD, six decimals.")
+
+    def get_balance_usd(self, obj: Account) -> str:
+        return micro_to_usd(obj.balance)
+
+    def get_held_usd(self, obj: Account) -> str:
+        return micro_to_usd(obj.held)
+
+    def get_available_usd(self, obj: Account) -> str:
+        return micro_to_usd(obj.available)
+
+
+class CreditSerializer(serializers.Serializer):
+    amount = serializers.IntegerField(
+        help_text=f"{MICRO_USD} A top-up must be positive; an adjustment may be negative."
+    )
+    kind = serializers.ChoiceField(choices=[("topup", "Top-up"), ("adjustment", "Adjustment")])
+    memo = serializers.CharField(
+        max_length=500,
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text="Shown on the customer's ledger; required (the reason) for an adjustment.",
+    )
+    idempotency_key = serializers.CharField(
+        max_length=100,
+        required=False,
+        help_text="Repeating a request with the same key posts it once and returns the "
+        "first posting.",
+    )
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if attrs["amount"] == 0:
+            raise serializers.ValidationError({"amount": "The amount must not be zero."})
+        if attrs["kind"] == "topup" and attrs["amount"] < 0:
+            raise serializers.ValidationError(
+                {"amount": "A top-up must be positive; use an adjustment."}
+            )
+        if attrs["kind"] == "adjustment" and not attrs["memo"].strip():
+            raise serializers.ValidationError({"memo": "An adjustment needs a reason."})
+        return attrs
+
+
+class RedeemSerializer(serializers.Serializer):
+    code = serializers.CharField(max_length=64, help_text="The redemption code, e.g. TG-XXXX-….")
+
+
+class MembershipSerializer(serializers.ModelSerializer):
+    username = serializers.SlugRelatedField(
+        source="user",
+        slug_field="username",
+        queryset=get_user_model().objects.all(),
+        help_text="The user to add; a user belongs to one account at most.",
+    )
+    email = serializers.EmailField(source="user.email", read_only=True)
+
+    class Meta:
+        model = Membership
+        fields = ["id", "account", "user", "username", "email", "role", "created_at"]
+        read_only_fields = ["account", "user", "created_at"]
+
+    def validate_username(self, user: Any) -> Any:
+        if Membership.objects.filter(user=user).exists():
+            raise serializers.ValidationError("This user already belongs to an account.")
+        return user
+
+
+def _ip_or_network(value: str) -> None:
+    try:
+        ipaddress.ip_network(value, strict=False)
+    except ValueError as exc:
+        raise serializers.ValidationError(f"{value!r} is not an IP address or network.") from exc
+
+
+class ApiKeyPolicySerializer(serializers.Serializer):
+    """What may be set on a key, at creation or later."""
+
+    name = serializers.CharField(max_length=100)
+    expires_at = serializers.DateTimeField(required=False, allow_null=True)
+    allowed_models = serializers.ListField(
+        child=serializers.CharField(max_length=200),
+        required=False,
+        help_text="Empty: every model priced in the account's group.",
+    )
+    ip_allowlist = serializers.ListField(
+        child=serializers.CharField(max_length=64, validators=[_ip_or_network]),
+        required=False,
+        help_text="Addresses or CIDR networks; empty: any client address.",
+    )
+    rpm_limit = serializers.IntegerField(min_value=1, required=False, allow_null=True)
+    tpm_limit = serializers.IntegerField(min_value=1, required=False, allow_null=True)
+    concurrency_limit = serializers.IntegerField(min_value=1, required=False, allow_null=True)
+    daily_spend_limit = serializers.IntegerField(
+        min_value=1, required=False, allow_null=True, help_text=f"Per UTC day. {MICRO_USD}"
+    )
+    monthly_spend_limit = serializers.IntegerField(
+        min_value=1, required=False, allow_null=True, help_text=f"Per UTC month. {MICRO_USD}"
+    )
+
+
+class ApiKeyCreateSerializer(ApiKeyPolicySerializer):
+    account = serializers.PrimaryKeyRelatedField(
+        queryset=Account.objects.all(),
+        required=False,
+        help_text="Staff only (required for staff); a member's key always goes to their account.",
+    )
+
+
+class ApiKeySerializer(serializers.ModelSerializer):
+    display = serializers.CharField(
+        read_only=True, help_text="Prefix and last four characters; the secret is never shown."
+    )
+    created_by = serializers.SlugRelatedField(
+        slug_field="username", read_only=True, allow_null=True
+    )
+
+    class Meta:
+        model = ApiKey
+        fields = [
+            "id",
+            "account",
+            "name",
+            "prefix",
+            "display",
+            "status",
+            "expires_at",
+            "allowed_models",
+            "ip_allowlist",
+            "rpm_limit",
+            "tpm_limit",
+            "concurrency_limit",
+            "daily_spend_limit",
+            "monthly_spend_limit",
+            "created_by",
+            "created_at",
+            "revoked_at",
+        ]
+        read_only_fields = fields
+
+
+class ApiKeyCreatedSerializer(ApiKeySerializer):
+    # Plain text rather than the key status enum, which the schema then names once.
+    status = serializers.CharField(read_only=True, help_text='Always "active" for a new key.')
+    secret = serializers.SerializerMethodField(
+        help_text="The key itself. Shown in this response only: it is not stored."
+    )
+
+    class Meta(ApiKeySerializer.Meta):
+        fields = [*ApiKeySerializer.Meta.fields, "secret"]
+        read_only_fields = fields
+
+    @extend_schema_field(serializers.CharField())
+    def get_secret(self, obj: ApiKey) -> str:
+        return self.context["secret"]

@@ -1,0 +1,266 @@
+"""Management API serializers for prices, the ledger, redemption codes and statements.
+
+Money is integer micro-USD; prices are exact decimal strings in USD per 1M tokens.
+"""
+
+import re
+from datetime import date
+from typing import Any
+
+from django.utils import timezone
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from accounts.models import Account
+from accounts.serializers import MICRO_USD, StaffOnlyFieldsMixin
+
+from .models import Entry, ModelPrice, PriceGroup, RedemptionCode, Statement, Transaction
+from .pricing import micro_to_usd
+
+PER_M = "USD per 1M tokens, up to six decimals."
+
+
+class PriceGroupSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = PriceGroup
+        fields = ["id", "name", "description", "created_at"]
+        read_only_fields = ["created_at"]
+
+
+def _price(help_text: str, **kwargs: Any) -> serializers.DecimalField:
+    return serializers.DecimalField(
+        max_digits=14, decimal_places=6, min_value=0, help_text=help_text, **kwargs
+    )
+
+
+class ModelPriceSerializer(serializers.ModelSerializer):
+    """One price version. Versions are never edited: a change is a new version."""
+
+    input_per_m = _price(PER_M)
+    output_per_m = _price(PER_M)
+    cache_read_per_m = _price(f"{PER_M} Empty: the input price.", required=False, allow_null=True)
+    cache_write_per_m = _price(f"{PER_M} Empty: the input price.", required=False, allow_null=True)
+    reasoning_per_m = _price(f"{PER_M} Empty: the output price.", required=False, allow_null=True)
+    request_fee = _price("USD per request, up to six decimals.", required=False)
+    effective_from = serializers.DateTimeField(
+        required=False,
+        help_text="When this version starts to apply (default: now). Requests already made "
+        "keep the price they were charged.",
+    )
+
+    class Meta:
+        model = ModelPrice
+        fields = [
+            "id",
+            "group",
+            "model",
+            "input_per_m",
+            "output_per_m",
+            "cache_read_per_m",
+            "cache_write_per_m",
+            "reasoning_per_m",
+            "request_fee",
+            "effective_from",
+            "created_at",
+        ]
+        read_only_fields = ["created_at"]
+        # The (group, model, effective_from) uniqueness is checked by the database;
+        # ``effective_from`` is usually filled in by the service.
+        validators: list = []
+
+    def validate_effective_from(self, value: Any) -> Any:
+        if value < timezone.now():
+            raise serializers.ValidationError(
+                "A price applies to later requests only; leave this empty for now."
+            )
+        return value
+
+
+class EntrySerializer(StaffOnlyFieldsMixin, serializers.ModelSerializer):
+    ledger_account = serializers.CharField(source="ledger_account.code", read_only=True)
+    kind = serializers.CharField(source="ledger_account.kind", read_only=True)
+    amount = serializers.IntegerField(
+        read_only=True, help_text=f"Positive raises the ledger account's balance. {MICRO_USD}"
+    )
+    channel = serializers.PrimaryKeyRelatedField(
+        read_only=True, allow_null=True, help_text="Staff only."
+    )
+    staff_only_fields = ("channel",)
+
+    class Meta:
+        model = Entry
+        fields = ["id", "ledger_account", "kind", "amount", "model", "channel"]
+        read_only_fields = fields
+
+
+class LedgerTransactionSerializer(StaffOnlyFieldsMixin, serializers.ModelSerializer):
+    """A balanced posting. Staff see every entry (they sum to zero); a member sees the
+    entries on their own account only."""
+
+    amount = serializers.SerializerMethodField(
+        help_text=f"What the transaction did to the account's balance. {MICRO_USD}"
+    )
+    amount_usd = serializers.SerializerMethodField(help_text="USD, six decimals.")
+    entries = serializers.SerializerMethodField()
+    created_by = serializers.SlugRelatedField(
+        slug_field="username", read_only=True, allow_null=True, help_text="Staff only."
+    )
+    staff_only_fields = ("created_by",)
+
+    class Meta:
+        model = Transaction
+        fields = [
+            "id",
+            "kind",
+            "account",
+            "amount",
+            "amount_usd",
+            "memo",
+            "created_by",
+            "created_at",
+            "entries",
+        ]
+        read_only_fields = fields
+
+    def _entries(self, obj: Transaction) -> list[Entry]:
+        cached = getattr(obj, "visible_entries", None)
+        if cached is not None:
+            return cached
+        entries = obj.entries.select_related("ledger_account").order_by("pk")
+        request = self.context.get("request")
+        if not (request is not None and request.user.is_staff):
+            entries = entries.filter(ledger_account__account__isnull=False)
+        return list(entries)
+
+    def get_amount(self, obj: Transaction) -> int:
+        return sum(
+            e.amount for e in self._entries(obj) if e.ledger_account.account_id == obj.account_id
+        )
+
+    def get_amount_usd(self, obj: Transaction) -> str:
+        return micro_to_usd(self.get_amount(obj))
+
+    @extend_schema_field(EntrySerializer(many=True))
+    def get_entries(self, obj: Transaction) -> list[dict[str, Any]]:
+        return EntrySerializer(self._entries(obj), many=True, context=self.context).data
+
+
+class RedemptionCodeSerializer(serializers.ModelSerializer):
+    """A code as listed: never the code itself (only its hash is stored)."""
+
+    display = serializers.SerializerMethodField(help_text="The last four characters.")
+    amount = serializers.IntegerField(read_only=True, help_text=MICRO_USD)
+    state = serializers.SerializerMethodField()
+    created_by = serializers.SlugRelatedField(
+        slug_field="username", read_only=True, allow_null=True
+    )
+
+    class Meta:
+        model = RedemptionCode
+        fields = [
+            "id",
+            "display",
+            "amount",
+            "memo",
+            "state",
+            "created_by",
+            "created_at",
+            "expires_at",
+            "redeemed_by",
+            "redeemed_at",
+        ]
+        read_only_fields = fields
+
+    def get_display(self, obj: RedemptionCode) -> str:
+        return f"TG-…{obj.last4}"
+
+    @extend_schema_field(serializers.ChoiceField(choices=["unused", "redeemed", "expired"]))
+    def get_state(self, obj: RedemptionCode) -> str:
+        if obj.redeemed_at is not None:
+            return "redeemed"
+        if obj.expires_at is not None and obj.expires_at <= timezone.now():
+            return "expired"
+        return "unused"
+
+
+class RedemptionCodeCreateSerializer(serializers.Serializer):
+    amount = serializers.IntegerField(min_value=1, help_text=f"Value of each code. {MICRO_USD}")
+    count = serializers.IntegerField(min_value=1, max_value=1000, default=1)
+    memo = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
+    expires_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
+
+    def validate_expires_at(self, value: Any) -> Any:
+        if value is not None and value <= timezone.now():
+            raise serializers.ValidationError("The expiry must be in the future.")
+        return value
+
+
+class RedemptionCodesCreatedSerializer(serializers.Serializer):
+    codes = serializers.ListField(
+        child=serializers.CharField(),
+        help_text="The codes themselves. Shown in this response only: they are not stored.",
+    )
+    amount = serializers.IntegerField(help_text=MICRO_USD)
+    count = serializers.IntegerField()
+    memo = serializers.CharField()
+    expires_at = serializers.DateTimeField(allow_null=True)
+
+
+class StatementSerializer(serializers.ModelSerializer):
+    """One account's month from the ledger: opening + credits + charges = closing."""
+
+    month = serializers.SerializerMethodField(help_text="YYYY-MM")
+    opening = serializers.IntegerField(read_only=True, help_text=MICRO_USD)
+    credits = serializers.IntegerField(read_only=True, help_text=MICRO_USD)
+    charges = serializers.IntegerField(read_only=True, help_text=f"Negative. {MICRO_USD}")
+    closing = serializers.IntegerField(read_only=True, help_text=MICRO_USD)
+    charge_lines = serializers.ListField(
+        child=serializers.DictField(),
+        read_only=True,
+        help_text="Per-model usage (tokens, requests) and other charges; amounts negative, "
+        "micro-USD.",
+    )
+    credit_lines = serializers.ListField(
+        child=serializers.DictField(),
+        read_only=True,
+        help_text="Credits by kind; amounts positive, micro-USD.",
+    )
+
+    class Meta:
+        model = Statement
+        fields = [
+            "id",
+            "account",
+            "month",
+            "period_start",
+            "period_end",
+            "opening",
+            "credits",
+            "charges",
+            "closing",
+            "charge_lines",
+            "credit_lines",
+            "generated_at",
+        ]
+        read_only_fields = fields
+
+    def get_month(self, obj: Statement) -> str:
+        return f"{obj.period_start:%Y-%m}"
+
+
+_MONTH = re.compile(r"^(\d{4})-(\d{2})$")
+
+
+class StatementGenerateSerializer(serializers.Serializer):
+    account = serializers.PrimaryKeyRelatedField(queryset=Account.objects.all())
+    month = serializers.CharField(help_text="A closed month, YYYY-MM (UTC).")
+
+    def validate_month(self, value: str) -> date:
+        match = _MONTH.match(value)
+        if not match or not 1 <= int(match[2]) <= 12:
+            raise serializers.ValidationError("Use the form YYYY-MM, e.g. 2026-10.")
+        start = date(int(match[1]), int(match[2]), 1)
+        if start >= timezone.now().date().replace(day=1):
+            # A statement is stored once; one made before the month ends would be wrong.
+            raise serializers.ValidationError("Only a month that has ended can be stated.")
+        return start

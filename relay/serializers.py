@@ -1,0 +1,142 @@
+"""Management API serializers for upstream channels.
+
+The upstream key is write-only: it is encrypted at rest and never sent back, not
+even encrypted; responses only say whether one is set.
+"""
+
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from rest_framework import serializers
+
+from billing.pricing import Price
+
+from . import health
+from .models import Channel
+
+_COST_KINDS = ("input", "output", "cache_read", "cache_write", "reasoning", "request_fee")
+
+
+class ChannelSerializer(serializers.ModelSerializer):
+    api_key = serializers.CharField(
+        write_only=True,
+        required=False,
+        allow_blank=True,
+        trim_whitespace=True,
+        style={"input_type": "password"},
+        help_text="The upstream's key. Write-only; omit it to keep the current key, send an "
+        "empty string to remove it.",
+    )
+    has_api_key = serializers.SerializerMethodField(help_text="Whether an upstream key is set.")
+    health = serializers.CharField(read_only=True, help_text="healthy, cooling down or disabled.")
+    served_models = serializers.ListField(
+        child=serializers.CharField(max_length=200),
+        help_text="Public model names this channel serves.",
+    )
+    model_mapping = serializers.DictField(
+        child=serializers.CharField(max_length=200),
+        required=False,
+        help_text="Public model name -> name sent upstream, where they differ.",
+    )
+    cost_prices = serializers.DictField(
+        child=serializers.DictField(),
+        required=False,
+        help_text='What the upstream charges, USD per 1M tokens, per model: {"gpt-4o-mini": '
+        '{"input": "0.15", "output": "0.60", "cache_read": ..., "cache_write": ..., '
+        '"reasoning": ..., "request_fee": ...}}. Decimal strings, six decimals at most.',
+    )
+
+    class Meta:
+        model = Channel
+        fields = [
+            "id",
+            "name",
+            "type",
+            "base_url",
+            "api_key",
+            "has_api_key",
+            "served_models",
+            "model_mapping",
+            "priority",
+            "weight",
+            "status",
+            "disabled_reason",
+            "request_timeout",
+            "cost_prices",
+            "health",
+            "cooling_until",
+            "last_error",
+            "last_error_at",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = [
+            "cooling_until",
+            "last_error",
+            "last_error_at",
+            "created_at",
+            "updated_at",
+        ]
+        extra_kwargs = {"weight": {"min_value": 1}, "request_timeout": {"min_value": 0.001}}
+
+    def get_has_api_key(self, obj: Channel) -> bool:
+        return bool(obj.api_key_encrypted)
+
+    def validate_cost_prices(self, value: dict[str, Any]) -> dict[str, dict[str, str]]:
+        cleaned: dict[str, dict[str, str]] = {}
+        for model, prices in value.items():
+            unknown = set(prices) - set(_COST_KINDS)
+            if unknown or "input" not in prices or "output" not in prices:
+                raise serializers.ValidationError(
+                    f"{model}: give input and output, and only {', '.join(_COST_KINDS)}."
+                )
+            # Stored as decimal strings: a JSON number such as 0.15 is not exact as a float.
+            as_text = {kind: str(amount) for kind, amount in prices.items() if amount is not None}
+            try:
+                amounts: dict[str, Any] = {k: Decimal(text) for k, text in as_text.items()}
+                if not all(amount.is_finite() for amount in amounts.values()):
+                    raise ValueError("not a finite number")
+                Price.from_decimals(model=model, **amounts)
+            except (ValueError, InvalidOperation) as exc:
+                raise serializers.ValidationError(
+                    f"{model}: prices are non-negative decimals with six decimals at most."
+                ) from exc
+            cleaned[model] = as_text
+        return cleaned
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        kind = attrs.get("type", getattr(self.instance, "type", Channel.Type.OPENAI))
+        base_url = attrs.get("base_url", getattr(self.instance, "base_url", ""))
+        if kind != Channel.Type.MOCK and not base_url:
+            raise serializers.ValidationError({"base_url": "This channel type needs a base URL."})
+        return attrs
+
+    def create(self, validated_data: dict[str, Any]) -> Channel:
+        api_key = validated_data.pop("api_key", "")
+        channel = Channel(**validated_data)
+        channel.api_key = api_key
+        channel.save()
+        return channel
+
+    def update(self, instance: Channel, validated_data: dict[str, Any]) -> Channel:
+        changed = set(validated_data)
+        if "api_key" in validated_data:
+            instance.api_key = validated_data.pop("api_key")
+            changed = (changed - {"api_key"}) | {"api_key_encrypted"}
+        reenabled = (
+            validated_data.get("status") == Channel.Status.ENABLED
+            and instance.status == Channel.Status.DISABLED
+        )
+        for name, value in validated_data.items():
+            setattr(instance, name, value)
+        if reenabled:
+            # Turning a channel back on also ends its cool-down, as in the admin.
+            health.channel_recovered(instance.pk)
+            instance.cooling_until = None
+            changed.add("cooling_until")
+            if "disabled_reason" not in validated_data:
+                instance.disabled_reason = ""
+                changed.add("disabled_reason")
+        # Only what was sent: the relay keeps the health columns up to date meanwhile.
+        instance.save(update_fields=[*sorted(changed), "updated_at"])
+        return instance
