@@ -7,6 +7,7 @@ filtered, so nothing reveals that they exist.
 
 from typing import Any
 
+from django.db import IntegrityError, transaction
 from django.db.models import QuerySet, Sum
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
@@ -284,11 +285,18 @@ class AccountViewSet(
             return Response(MembershipSerializer(memberships, many=True).data)
         params = MembershipSerializer(data=request.data)
         params.is_valid(raise_exception=True)
-        membership = membership_add(
-            account=account,
-            user=params.validated_data["user"],
-            role=params.validated_data.get("role", Membership.Role.MEMBER),
-        )
+        try:
+            with transaction.atomic():
+                membership = membership_add(
+                    account=account,
+                    user=params.validated_data["user"],
+                    role=params.validated_data.get("role", Membership.Role.MEMBER),
+                )
+        except IntegrityError as exc:
+            # Added elsewhere between the check and the insert: one account per user.
+            raise ValidationError(
+                {"username": ["This user already belongs to an account."]}
+            ) from exc
         return Response(MembershipSerializer(membership).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(
