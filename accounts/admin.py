@@ -12,8 +12,14 @@ from billing.pricing import micro_to_usd, usd_to_micro
 from billing.services import LedgerError, account_adjust, account_credit
 
 from .models import Account, ApiKey, Membership
-from .selectors import auth_cache_invalidate
-from .services import account_create, api_key_create, api_key_revoke, api_key_update
+from .services import (
+    ACCOUNT_SETTINGS,
+    account_create,
+    account_update,
+    api_key_create,
+    api_key_revoke,
+    api_key_update,
+)
 
 
 def usd(amount: int) -> str:
@@ -93,16 +99,11 @@ class AccountAdmin(admin.ModelAdmin):
     def save_model(self, request, obj, form, change):
         if change:
             # Balance and held are never edited here: they move only with the ledger.
-            Account.objects.filter(pk=obj.pk).update(
-                name=obj.name,
-                status=obj.status,
-                price_group=obj.price_group,
-                overdraft_limit=obj.overdraft_limit,
-                concurrency_limit=obj.concurrency_limit,
-                auto_strategy=obj.auto_strategy,
-                auto_models=obj.auto_models,
-            )
-            auth_cache_invalidate()
+            settings = {f: form.cleaned_data[f] for f in form.changed_data if f in ACCOUNT_SETTINGS}
+            try:
+                account_update(account=obj, values=settings)
+            except ValueError as exc:
+                self.message_user(request, str(exc), messages.ERROR)
         else:
             created = account_create(
                 name=obj.name, price_group=obj.price_group, overdraft_limit=obj.overdraft_limit

@@ -4,10 +4,17 @@ from collections.abc import Callable
 from functools import wraps
 
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.models import User
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
 from .selectors import account_for_user
+
+
+def signed_in(request: HttpRequest) -> User:
+    """The request's user, where sign-in is already required."""
+    assert isinstance(request.user, User)
+    return request.user
 
 
 def member_required(view: Callable) -> Callable:

@@ -57,7 +57,9 @@ class ApiKeyForm(forms.Form):
 
     def __init__(self, *args, models: list[str], **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["allowed_models"].choices = [(m, m) for m in models]
+        choices = self.fields["allowed_models"]
+        assert isinstance(choices, forms.MultipleChoiceField)
+        choices.choices = [(m, m) for m in models]
 
     def clean_ip_allowlist(self) -> list[str]:
         entries = [

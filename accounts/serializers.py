@@ -8,15 +8,14 @@ import ipaddress
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from billing.pricing import micro_to_usd
 
 from .models import Account, ApiKey, AutoStrategy, Membership
-from .selectors import auth_cache_invalidate
-from .services import account_create, account_low_balance_set
+from .services import account_create, account_update
 
 MICRO_USD = "Integer micro-USD (1 USD = 1,000,000)."
 
@@ -93,35 +92,17 @@ class AccountSerializer(serializers.ModelSerializer):
             price_group=settings.pop("price_group"),
             overdraft_limit=settings.pop("overdraft_limit", None),
         )
-        if settings:
-            for name, value in settings.items():
-                setattr(account, name, value)
-            account.save(update_fields=list(settings))
         if threshold is not None:
-            account = account_low_balance_set(account=account, threshold=threshold)
+            settings["low_balance_threshold"] = threshold
+        if settings:
+            account = account_update(account=account, values=settings)
         return account
 
     def update(self, instance: Account, validated_data: dict[str, Any]) -> Account:
-        settings = dict(validated_data)
-        threshold_given = "low_balance_threshold" in settings
-        threshold = settings.pop("low_balance_threshold", None)
-        for name, value in settings.items():
-            setattr(instance, name, value)
         try:
-            with transaction.atomic():
-                # Only the edited columns: balance and held on this instance may already
-                # be stale, and they move only with the ledger.
-                instance.save(update_fields=list(settings))
-                if threshold_given:
-                    account_low_balance_set(account=instance, threshold=threshold)
-        except IntegrityError as exc:
-            raise serializers.ValidationError(
-                {"overdraft_limit": "The balance is already further below zero than this."}
-            ) from exc
-        # Status, price group and limits are cached with each key on the relay.
-        auth_cache_invalidate()
-        instance.refresh_from_db()
-        return instance
+            return account_update(account=instance, values=validated_data)
+        except ValueError as exc:
+            raise serializers.ValidationError({"overdraft_limit": str(exc)}) from exc
 
 
 class BalanceSerializer(serializers.Serializer):

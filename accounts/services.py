@@ -1,8 +1,9 @@
 from datetime import datetime
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import User
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from billing.models import LedgerAccount, PriceGroup
@@ -118,5 +119,46 @@ def account_low_balance_set(*, account: Account, threshold: int | None) -> Accou
         locked.low_balance_threshold = threshold
         locked.low_balance_alerted = threshold is not None and locked.balance < threshold
         locked.save(update_fields=["low_balance_threshold", "low_balance_alerted"])
+    account.refresh_from_db()
+    return account
+
+
+# What staff may change on an account directly; balance and held move only with
+# the ledger, the low-balance threshold through account_low_balance_set.
+ACCOUNT_SETTINGS = frozenset(
+    {
+        "name",
+        "status",
+        "price_group",
+        "overdraft_limit",
+        "concurrency_limit",
+        "auto_strategy",
+        "auto_models",
+    }
+)
+
+
+def account_update(*, account: Account, values: dict[str, Any]) -> Account:
+    """Save the given settings columns only: ``balance`` and ``held`` on the instance
+    may be stale, and they are never written here. Raises ValueError when the
+    account is already further below zero than a new overdraft limit allows."""
+    unknown = set(values) - ACCOUNT_SETTINGS - {"low_balance_threshold"}
+    if unknown:
+        raise ValueError(f"not editable: {', '.join(sorted(unknown))}")
+    values = dict(values)
+    threshold_given = "low_balance_threshold" in values
+    threshold = values.pop("low_balance_threshold", None)
+    for name, value in values.items():
+        setattr(account, name, value)
+    try:
+        with transaction.atomic():
+            if values:
+                account.save(update_fields=list(values))
+            if threshold_given:
+                account_low_balance_set(account=account, threshold=threshold)
+    except IntegrityError as exc:
+        raise ValueError("The balance is already further below zero than this overdraft.") from exc
+    # Status, price group and limits are cached with each key on the relay.
+    auth_cache_invalidate()
     account.refresh_from_db()
     return account

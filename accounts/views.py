@@ -8,7 +8,7 @@ from django.views.decorators.http import require_POST
 from billing.selectors import prices_current
 from usage.reports import daily_spend_by_model, recent_requests, spend_totals
 
-from .console import member_required
+from .console import member_required, signed_in
 from .forms import ApiKeyForm
 from .models import Account, ApiKey
 from .services import api_key_create, api_key_revoke, api_key_update
@@ -40,7 +40,9 @@ def _models(account: Account) -> list[str]:
 def keys(request: HttpRequest, account: Account) -> HttpResponse:
     form = ApiKeyForm(request.POST or None, models=_models(account))
     if request.method == "POST" and form.is_valid():
-        key, secret = api_key_create(account=account, created_by=request.user, **form.policy())
+        key, secret = api_key_create(
+            account=account, created_by=signed_in(request), **form.policy()
+        )
         # Shown once, on the next page, then forgotten.
         request.session[_NEW_SECRET] = {"id": key.pk, "secret": secret}
         return redirect("key_created", pk=key.pk)

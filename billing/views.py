@@ -6,7 +6,7 @@ from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 
-from accounts.console import member_required
+from accounts.console import member_required, signed_in
 from accounts.models import Account
 from accounts.services import account_low_balance_set
 from relay.models import Channel
@@ -35,7 +35,7 @@ def billing(request: HttpRequest, account: Account) -> HttpResponse:
         if "redeem" in request.POST and redeem.is_valid():
             try:
                 txn = redemption_redeem(
-                    account=account, code=redeem.cleaned_data["code"], user=request.user
+                    account=account, code=redeem.cleaned_data["code"], user=signed_in(request)
                 )
             except RedemptionError as exc:
                 redeem.add_error("code", str(exc))
@@ -83,7 +83,7 @@ def statement(request: HttpRequest, account: Account, pk: int) -> HttpResponse:
 @member_required
 def models(request: HttpRequest, account: Account) -> HttpResponse:
     prices = sorted(prices_current(group_id=account.price_group_id).items())
-    served = set()
+    served: set[str] = set()
     for channel in Channel.objects.filter(status=Channel.Status.ENABLED).values_list(
         "served_models", flat=True
     ):

@@ -1,9 +1,9 @@
 from django import forms
 from django.contrib import admin
 
-from . import health
 from .models import Channel
 from .selectors import channel_cache_invalidate
+from .services import channel_create, channel_update
 
 
 class ChannelForm(forms.ModelForm):
@@ -60,10 +60,13 @@ class ChannelAdmin(admin.ModelAdmin):
         return bool(obj.api_key_encrypted)
 
     def save_model(self, request, obj, form, change):
+        values = {name: form.cleaned_data[name] for name in ChannelForm.Meta.fields}
         if form.cleaned_data.get("upstream_key"):
-            obj.api_key = form.cleaned_data["upstream_key"]
-        super().save_model(request, obj, form, change)
-        channel_cache_invalidate()
+            values["api_key"] = form.cleaned_data["upstream_key"]
+        if change:
+            channel_update(channel=obj, values=values)
+        else:
+            obj.pk = channel_create(values=values).pk
 
     @admin.action(description="Disable selected channels")
     def disable(self, request, queryset):
@@ -73,6 +76,4 @@ class ChannelAdmin(admin.ModelAdmin):
     @admin.action(description="Enable selected channels (and clear their cool-down)")
     def enable(self, request, queryset):
         for channel in queryset:
-            health.channel_recovered(channel.pk)
-        queryset.update(status=Channel.Status.ENABLED, disabled_reason="", cooling_until=None)
-        channel_cache_invalidate()
+            channel_update(channel=channel, values={"status": Channel.Status.ENABLED})

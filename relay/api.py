@@ -2,7 +2,7 @@
 
 from django.db.models.deletion import ProtectedError
 from drf_spectacular.utils import extend_schema, extend_schema_view
-from rest_framework import serializers, status, viewsets
+from rest_framework import status, viewsets
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -32,14 +32,6 @@ class ChannelViewSet(viewsets.ModelViewSet):
     serializer_class = ChannelSerializer
     queryset = Channel.objects.order_by("-priority", "pk")
     permission_classes = [IsStaff]
-
-    def perform_create(self, serializer: serializers.BaseSerializer) -> None:
-        serializer.save()
-        channel_cache_invalidate()
-
-    def perform_update(self, serializer: serializers.BaseSerializer) -> None:
-        serializer.save()
-        channel_cache_invalidate()
 
     def destroy(self, request: Request, *args: object, **kwargs: object) -> Response:
         channel = self.get_object()

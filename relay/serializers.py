@@ -11,8 +11,8 @@ from rest_framework import serializers
 
 from billing.pricing import Price
 
-from . import health
 from .models import Channel
+from .services import channel_create, channel_update
 
 _COST_KINDS = ("input", "output", "cache_read", "cache_write", "reasoning", "request_fee")
 
@@ -112,31 +112,7 @@ class ChannelSerializer(serializers.ModelSerializer):
         return attrs
 
     def create(self, validated_data: dict[str, Any]) -> Channel:
-        api_key = validated_data.pop("api_key", "")
-        channel = Channel(**validated_data)
-        channel.api_key = api_key
-        channel.save()
-        return channel
+        return channel_create(values=validated_data)
 
     def update(self, instance: Channel, validated_data: dict[str, Any]) -> Channel:
-        changed = set(validated_data)
-        if "api_key" in validated_data:
-            instance.api_key = validated_data.pop("api_key")
-            changed = (changed - {"api_key"}) | {"api_key_encrypted"}
-        reenabled = (
-            validated_data.get("status") == Channel.Status.ENABLED
-            and instance.status == Channel.Status.DISABLED
-        )
-        for name, value in validated_data.items():
-            setattr(instance, name, value)
-        if reenabled:
-            # Turning a channel back on also ends its cool-down, as in the admin.
-            health.channel_recovered(instance.pk)
-            instance.cooling_until = None
-            changed.add("cooling_until")
-            if "disabled_reason" not in validated_data:
-                instance.disabled_reason = ""
-                changed.add("disabled_reason")
-        # Only what was sent: the relay keeps the health columns up to date meanwhile.
-        instance.save(update_fields=[*sorted(changed), "updated_at"])
-        return instance
+        return channel_update(channel=instance, values=validated_data)

@@ -1,11 +1,8 @@
 """Management API: the usage log (cursor-paged) and its CSV export (streamed)."""
 
 import json
-from collections.abc import AsyncIterator, Iterator
-from itertools import islice
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.core.handlers.asgi import ASGIRequest
 from django.db.models import QuerySet
 from django.http import StreamingHttpResponse
@@ -21,11 +18,8 @@ from rest_framework.request import Request
 from accounts.api import account_ids_for, scope_to_user
 
 from .models import UsageRecord
-from .selectors import usage_csv_lines, usage_records
+from .selectors import usage_csv_stream, usage_records
 from .serializers import UsageFilterSerializer, UsageRecordSerializer
-
-# Lines handed to the server at a time when streaming the export over ASGI.
-_EXPORT_BATCH = 500
 
 
 class UsagePagination(CursorPagination):
@@ -45,21 +39,6 @@ class CSVRenderer(BaseRenderer):
 
     def render(self, data: Any, accepted_media_type: Any = None, renderer_context: Any = None):
         return json.dumps(data).encode()
-
-
-async def _lines_async(lines: Iterator[str]) -> AsyncIterator[str]:
-    """Serve a synchronous line generator to an ASGI server batch by batch.
-
-    Django would otherwise read a synchronous iterator to its end before sending a
-    byte. The generator's database reads stay on the request's thread, where its
-    connection lives."""
-    take = sync_to_async(lambda: "".join(islice(lines, _EXPORT_BATCH)), thread_sensitive=True)
-    try:
-        while chunk := await take():
-            yield chunk
-    finally:
-        # Closes the server-side cursor when the client leaves early.
-        await sync_to_async(lines.close, thread_sensitive=True)()  # type: ignore[attr-defined]
 
 
 @extend_schema_view(
@@ -102,10 +81,9 @@ class UsageRecordViewSet(viewsets.ReadOnlyModelViewSet):
     )
     @action(detail=False, methods=["get"], renderer_classes=[JSONRenderer, CSVRenderer])
     def export(self, request: Request) -> StreamingHttpResponse:
-        lines = usage_csv_lines(queryset=self.get_queryset())
-        content: Iterator[str] | AsyncIterator[str] = lines
-        if isinstance(request._request, ASGIRequest):
-            content = _lines_async(lines)
+        content = usage_csv_stream(
+            queryset=self.get_queryset(), asynchronous=isinstance(request._request, ASGIRequest)
+        )
         response = StreamingHttpResponse(content, content_type="text/csv; charset=utf-8")
         stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
         response["Content-Disposition"] = f'attachment; filename="usage-{stamp}.csv"'

@@ -1,10 +1,12 @@
 """Reads over usage records: the filtered log and its CSV export."""
 
 import csv
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from datetime import datetime
+from itertools import islice
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from django.db.models import Q, QuerySet
 
 from billing.pricing import micro_to_usd
@@ -129,3 +131,27 @@ def usage_csv_lines(*, queryset: QuerySet[UsageRecord], chunk_size: int = 2000) 
         cells = [_cell(v) for v in row]
         cells.insert(cost_at + 1, micro_to_usd(row[cost_at]))
         yield writer.writerow(cells)
+
+
+# Lines handed to the server at a time when streaming the export over ASGI.
+_EXPORT_BATCH = 500
+
+
+def usage_csv_stream(
+    *, queryset: QuerySet[UsageRecord], asynchronous: bool
+) -> Iterator[str] | AsyncIterator[str]:
+    """The export as a response body. Under ASGI, Django would read a synchronous
+    iterator to its end before sending a byte, so there it is served batch by batch
+    from the request's thread (where its database connection lives)."""
+    lines = usage_csv_lines(queryset=queryset)
+    return _batches(lines) if asynchronous else lines
+
+
+async def _batches(lines: Iterator[str]) -> AsyncIterator[str]:
+    take = sync_to_async(lambda: "".join(islice(lines, _EXPORT_BATCH)), thread_sensitive=True)
+    try:
+        while chunk := await take():
+            yield chunk
+    finally:
+        # Closes the server-side cursor when the client leaves early.
+        await sync_to_async(lines.close, thread_sensitive=True)()  # type: ignore[attr-defined]

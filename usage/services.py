@@ -67,14 +67,14 @@ def usage_daily_add(*, records: Sequence[Mapping[str, Any]]) -> None:
         # SQLite has no NULLS NOT DISTINCT to upsert on; it serialises writers, so
         # update-or-create is safe there.
         for (day, account_id, key_id, model, channel_id), sums in totals.items():
-            row = UsageDaily.objects.filter(
+            existing = UsageDaily.objects.filter(
                 day=day,
                 account_id=account_id,
                 api_key_id=key_id,
                 model=model,
                 channel_id=channel_id,
             )
-            if not row.update(**{c: F(c) + v for c, v in zip(_DAILY_SUMS, sums, strict=True)}):
+            if not existing.update(**{c: F(c) + v for c, v in zip(_DAILY_SUMS, sums, strict=True)}):
                 UsageDaily.objects.create(
                     day=day,
                     account_id=account_id,

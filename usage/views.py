@@ -4,6 +4,7 @@ import base64
 from datetime import UTC, datetime, time
 
 from django import forms
+from django.core.handlers.asgi import ASGIRequest
 from django.db.models import Q
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import render
@@ -12,7 +13,7 @@ from accounts.console import member_required
 from accounts.models import Account
 
 from .models import UsageRecord
-from .selectors import usage_csv_lines, usage_records
+from .selectors import usage_csv_stream, usage_records
 
 PAGE_SIZE = 50
 
@@ -32,7 +33,9 @@ class UsageFilterForm(forms.Form):
 
     def __init__(self, *args, account: Account, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["key"].choices = [("", "Any key")] + [
+        keys = self.fields["key"]
+        assert isinstance(keys, forms.ChoiceField)
+        keys.choices = [("", "Any key")] + [
             (k.pk, f"{k.name} ({k.display})") for k in account.api_keys.order_by("name")
         ]
 
@@ -98,9 +101,8 @@ def usage_log(request: HttpRequest, account: Account) -> HttpResponse:
 def usage_export(request: HttpRequest, account: Account) -> StreamingHttpResponse:
     form = UsageFilterForm(request.GET or None, account=account)
     records = usage_records(account_ids=[account.pk], **form.filters())
-    response = StreamingHttpResponse(
-        usage_csv_lines(queryset=records), content_type="text/csv; charset=utf-8"
-    )
+    content = usage_csv_stream(queryset=records, asynchronous=isinstance(request, ASGIRequest))
+    response = StreamingHttpResponse(content, content_type="text/csv; charset=utf-8")
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     response["Content-Disposition"] = f'attachment; filename="tollgate-usage-{stamp}.csv"'
     return response

@@ -157,6 +157,7 @@ def test_staff_overview_page(relay_env, browser, upstream, django_user_model):
     page.fill("#id_password", "admin-pass-123")
     page.click("input[type=submit]")
     expect(page.locator("h2").first).to_have_text("Last 30 days")
-    expect(page.locator("#content table", has_text=relay_env.channel.name)).to_contain_text("healthy")
+    health = page.locator("#content table", has_text=relay_env.channel.name)
+    expect(health).to_contain_text("healthy")
     expect(page.locator("canvas[data-chart]")).to_be_visible()
     shot(page, "10-admin-overview")
