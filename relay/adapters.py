@@ -11,14 +11,11 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import httpx
 import orjson
-from django.conf import settings
 
 from billing.pricing import TokenCounts
 
-from . import mock, sse
-from .client import upstream_client
+from . import client, mock, sse
 from .errors import ApiError
 from .normalize import tokens_from_openai
 from .selectors import ChannelInfo
@@ -94,9 +91,9 @@ def sanitize(message: str, channel: ChannelInfo) -> str:
     return message[:1000]
 
 
-def _upstream_error_message(response: httpx.Response) -> tuple[str, str | None]:
+def _upstream_error_message(content: bytes) -> tuple[str, str | None]:
     try:
-        data = orjson.loads(response.content)
+        data = orjson.loads(content)
         err = data.get("error") if isinstance(data, dict) else None
         if isinstance(err, dict):
             return str(err.get("message") or ""), err.get("param")
@@ -107,9 +104,8 @@ def _upstream_error_message(response: httpx.Response) -> tuple[str, str | None]:
     return "", None
 
 
-def failure_from_status(response: httpx.Response, channel: ChannelInfo) -> UpstreamFailure:
-    status = response.status_code
-    message, param = _upstream_error_message(response)
+def failure_from_status(status: int, content: bytes, channel: ChannelInfo) -> UpstreamFailure:
+    message, param = _upstream_error_message(content)
     message = sanitize(message, channel)
     if status in (401, 403):
         return UpstreamFailure(
@@ -148,85 +144,71 @@ def failure_from_status(response: httpx.Response, channel: ChannelInfo) -> Upstr
     )
 
 
-class OpenAIAdapter:
-    """Any OpenAI-compatible ``/chat/completions`` endpoint."""
-
-    def _request(self, channel: ChannelInfo, body: dict[str, Any], path: str) -> httpx.Request:
-        client = upstream_client()
-        extra: dict[str, Any] = {}
-        if channel.request_timeout:
-            cfg = settings.TOLLGATE
-            extra["timeout"] = httpx.Timeout(
-                connect=cfg["UPSTREAM_CONNECT_TIMEOUT"],
-                read=channel.request_timeout,
-                write=30.0,
-                pool=cfg["UPSTREAM_CONNECT_TIMEOUT"],
-            )
-        return client.build_request(
-            "POST",
-            f"{channel.base_url}{path}",
-            content=orjson.dumps(body),
-            headers={
-                "authorization": f"Bearer {channel.api_key}",
-                "content-type": "application/json",
-                "accept": "text/event-stream" if body.get("stream") else "application/json",
-            },
-            **extra,
+async def send(
+    channel: ChannelInfo, url: str, body: dict[str, Any], headers: dict[str, str]
+) -> client.UpstreamResponse:
+    """POST to the upstream; any HTTP error status becomes an UpstreamFailure."""
+    try:
+        response = await client.post(
+            url, orjson.dumps(body), headers, read_timeout=channel.request_timeout
         )
-
-    async def _send(
-        self,
-        channel: ChannelInfo,
-        body: dict[str, Any],
-        *,
-        stream: bool,
-        path: str = "/chat/completions",
-    ) -> httpx.Response:
+    except client.TransportTimeout:
+        raise UpstreamFailure(
+            504, "The upstream provider timed out.", code="upstream_timeout"
+        ) from None
+    except client.TransportError:
+        raise UpstreamFailure(
+            502, "The upstream provider could not be reached.", code="upstream_unreachable"
+        ) from None
+    if response.status >= 400:
         try:
-            response = await upstream_client().send(
-                self._request(channel, body, path), stream=stream
-            )
-        except httpx.TimeoutException:
-            raise UpstreamFailure(
-                504, "The upstream provider timed out.", code="upstream_timeout"
-            ) from None
-        except httpx.HTTPError:
-            raise UpstreamFailure(
-                502, "The upstream provider could not be reached.", code="upstream_unreachable"
-            ) from None
-        if response.status_code >= 400:
-            if stream:
-                try:
-                    await response.aread()
-                except httpx.HTTPError:
-                    pass
-                finally:
-                    await response.aclose()
-            raise failure_from_status(response, channel)
-        return response
+            content = await response.read()
+        except client.TransportError:
+            content = b""
+        raise failure_from_status(response.status, content, channel)
+    return response
 
-    async def complete(self, channel: ChannelInfo, body: dict[str, Any]) -> UpstreamReply:
-        return await self._json(channel, body, "/chat/completions")
 
-    async def embeddings(self, channel: ChannelInfo, body: dict[str, Any]) -> UpstreamReply:
-        return await self._json(channel, body, "/embeddings")
+async def read_json(response: client.UpstreamResponse) -> dict[str, Any]:
+    try:
+        data = orjson.loads(await response.read())
+    except client.TransportTimeout:
+        raise UpstreamFailure(
+            504, "The upstream provider timed out.", code="upstream_timeout"
+        ) from None
+    except client.TransportError:
+        raise UpstreamFailure(
+            502, "The upstream provider's answer broke off.", code="upstream_failed"
+        ) from None
+    except orjson.JSONDecodeError:
+        raise UpstreamFailure(
+            502,
+            "The upstream provider sent an answer that is not JSON.",
+            code="upstream_bad_response",
+        ) from None
+    if not isinstance(data, dict):
+        raise UpstreamFailure(
+            502, "The upstream provider sent an unexpected answer.", code="upstream_bad_response"
+        )
+    return data
+
+
+class OpenAIAdapter:
+    """Any OpenAI-compatible endpoint (``/chat/completions``, ``/embeddings``)."""
+
+    @staticmethod
+    def _headers(channel: ChannelInfo, stream: bool) -> dict[str, str]:
+        return {
+            "authorization": f"Bearer {channel.api_key}",
+            "content-type": "application/json",
+            "accept": "text/event-stream" if stream else "application/json",
+        }
 
     async def _json(self, channel: ChannelInfo, body: dict[str, Any], path: str) -> UpstreamReply:
-        response = await self._send(channel, body, stream=False, path=path)
-        try:
-            data = orjson.loads(response.content)
-        except orjson.JSONDecodeError:
-            raise UpstreamFailure(
-                502,
-                "The upstream provider sent an answer that is not JSON.",
-                code="upstream_bad_response",
-            ) from None
-        if not isinstance(data, dict):
-            raise UpstreamFailure(
-                502,
-                "The upstream provider sent an unexpected answer.",
-                code="upstream_bad_response",
-            )
+        response = await send(
+            channel, f"{channel.base_url}{path}", body, self._headers(channel, False)
+        )
+        data = await read_json(response)
         usage = data.get("usage")
         if not isinstance(usage, dict):
             usage = None
@@ -234,21 +216,30 @@ class OpenAIAdapter:
             body=data, upstream_usage=usage, tokens=tokens_from_openai(usage) if usage else None
         )
 
+    async def complete(self, channel: ChannelInfo, body: dict[str, Any]) -> UpstreamReply:
+        return await self._json(channel, body, "/chat/completions")
+
+    async def embeddings(self, channel: ChannelInfo, body: dict[str, Any]) -> UpstreamReply:
+        return await self._json(channel, body, "/embeddings")
+
     async def open_stream(self, channel: ChannelInfo, body: dict[str, Any]) -> UpstreamStream:
-        return OpenAIStream(await self._send(channel, body, stream=True))
+        response = await send(
+            channel, f"{channel.base_url}/chat/completions", body, self._headers(channel, True)
+        )
+        return OpenAIStream(response)
 
 
 class OpenAIStream:
     """The chunks of an OpenAI-compatible SSE stream, as they arrive."""
 
-    def __init__(self, response: httpx.Response) -> None:
+    def __init__(self, response: client.UpstreamResponse) -> None:
         self._response = response
 
     async def __aiter__(self) -> AsyncIterator[StreamEvent]:
         decoder = sse.SSEDecoder()
         finished = False
         try:
-            async for chunk in self._response.aiter_raw():
+            async for chunk in self._response.chunks():
                 for event in decoder.feed(chunk):
                     parsed = _parse_event(event)
                     if parsed is None:
@@ -261,11 +252,11 @@ class OpenAIStream:
                     ):
                         finished = True
                     yield StreamEvent(data=parsed, raw=event + b"\n\n")
-        except httpx.TimeoutException:
+        except client.TransportTimeout:
             raise UpstreamStreamError(
                 "The upstream provider stopped sending.", "upstream_timeout"
             ) from None
-        except httpx.HTTPError:
+        except client.TransportError:
             raise UpstreamStreamError("The upstream provider's stream broke off.") from None
         tail = decoder.flush()
         if tail is not None and _parse_event(tail) is sse.DONE:
@@ -274,9 +265,9 @@ class OpenAIStream:
             raise UpstreamStreamError("The upstream provider's stream ended early.")
 
     async def aclose(self) -> None:
-        # Closing an unfinished response drops the connection: the upstream sees the
-        # request cancelled and stops generating.
-        await self._response.aclose()
+        # Dropping an unfinished response's connection is how the upstream learns the
+        # request was cancelled and stops generating.
+        self._response.close()
 
 
 def _parse_event(event: bytes) -> Any:
@@ -318,8 +309,7 @@ class MockAdapter:
     def _scripted_failure(channel: ChannelInfo, body: dict[str, Any]) -> None:
         status = mock.options(body).get("status")
         if isinstance(status, int) and status >= 400:
-            fake = httpx.Response(status, json={"error": {"message": "mock failure"}})
-            raise failure_from_status(fake, channel)
+            raise failure_from_status(status, b'{"error": {"message": "mock failure"}}', channel)
 
     async def complete(self, channel: ChannelInfo, body: dict[str, Any]) -> UpstreamReply:
         opts = mock.options(body)

@@ -13,21 +13,20 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-import httpx
 import orjson
 from django.conf import settings
 
 from billing.pricing import TokenCounts
 
-from . import sse
+from . import client, sse
 from .adapters import (
     StreamEvent,
     UpstreamFailure,
     UpstreamReply,
     UpstreamStreamError,
-    failure_from_status,
+    read_json,
+    send,
 )
-from .client import upstream_client
 from .errors import ApiError, invalid_request
 from .normalize import tokens_from_anthropic
 from .selectors import ChannelInfo
@@ -616,71 +615,22 @@ def _headers(channel: ChannelInfo) -> dict[str, str]:
 class AnthropicAdapter:
     """A channel speaking the Anthropic Messages API (``{base_url}/v1/messages``)."""
 
-    async def _send(
-        self, channel: ChannelInfo, body: dict[str, Any], *, stream: bool
-    ) -> httpx.Response:
-        client = upstream_client()
-        extra: dict[str, Any] = {}
-        if channel.request_timeout:
-            cfg = settings.TOLLGATE
-            extra["timeout"] = httpx.Timeout(
-                connect=cfg["UPSTREAM_CONNECT_TIMEOUT"],
-                read=channel.request_timeout,
-                write=30.0,
-                pool=cfg["UPSTREAM_CONNECT_TIMEOUT"],
-            )
-        request = client.build_request(
-            "POST",
-            f"{channel.base_url}/v1/messages",
-            content=orjson.dumps(body),
-            headers=_headers(channel),
-            **extra,
-        )
+    async def _send(self, channel: ChannelInfo, body: dict[str, Any]) -> client.UpstreamResponse:
         try:
-            response = await client.send(request, stream=stream)
-        except httpx.TimeoutException:
-            raise UpstreamFailure(
-                504, "The upstream provider timed out.", code="upstream_timeout"
-            ) from None
-        except httpx.HTTPError:
-            raise UpstreamFailure(
-                502, "The upstream provider could not be reached.", code="upstream_unreachable"
-            ) from None
-        if response.status_code >= 400:
-            if stream:
-                try:
-                    await response.aread()
-                except httpx.HTTPError:
-                    pass
-                finally:
-                    await response.aclose()
+            return await send(channel, f"{channel.base_url}/v1/messages", body, _headers(channel))
+        except UpstreamFailure as exc:
             # Anthropic's "overloaded" status.
-            if response.status_code == 529:
+            if exc.upstream_status == 529:
                 raise UpstreamFailure(
                     503,
                     "The upstream provider is overloaded.",
                     code="upstream_failed",
                     upstream_status=529,
-                )
-            raise failure_from_status(response, channel)
-        return response
+                ) from None
+            raise
 
     async def messages_complete(self, channel: ChannelInfo, body: dict[str, Any]) -> UpstreamReply:
-        response = await self._send(channel, body, stream=False)
-        try:
-            data = orjson.loads(response.content)
-        except orjson.JSONDecodeError:
-            raise UpstreamFailure(
-                502,
-                "The upstream provider sent an answer that is not JSON.",
-                code="upstream_bad_response",
-            ) from None
-        if not isinstance(data, dict):
-            raise UpstreamFailure(
-                502,
-                "The upstream provider sent an unexpected answer.",
-                code="upstream_bad_response",
-            )
+        data = await read_json(await self._send(channel, body))
         usage = data.get("usage") if isinstance(data.get("usage"), dict) else None
         return UpstreamReply(
             body=data, upstream_usage=usage, tokens=tokens_from_anthropic(usage) if usage else None
@@ -689,7 +639,7 @@ class AnthropicAdapter:
     async def messages_stream(
         self, channel: ChannelInfo, body: dict[str, Any]
     ) -> "AnthropicEvents":
-        return AnthropicEvents(await self._send(channel, {**body, "stream": True}, stream=True))
+        return AnthropicEvents(await self._send(channel, {**body, "stream": True}))
 
     async def complete(self, channel: ChannelInfo, body: dict[str, Any]) -> UpstreamReply:
         reply = await self.messages_complete(channel, _translated(body))
@@ -714,14 +664,14 @@ def _translated(body: dict[str, Any]) -> dict[str, Any]:
 class AnthropicEvents:
     """Native Anthropic stream events (``StreamEvent.raw`` keeps the exact bytes)."""
 
-    def __init__(self, response: httpx.Response) -> None:
+    def __init__(self, response: client.UpstreamResponse) -> None:
         self._response = response
 
     async def __aiter__(self) -> AsyncIterator[StreamEvent]:
         decoder = sse.SSEDecoder()
         stopped = False
         try:
-            async for chunk in self._response.aiter_raw():
+            async for chunk in self._response.chunks():
                 for raw in decoder.feed(chunk):
                     data = sse.event_data(raw)
                     if data is None:
@@ -741,17 +691,17 @@ class AnthropicEvents:
                     if event.get("type") == "message_stop":
                         stopped = True
                     yield StreamEvent(data=event, raw=raw + b"\n\n")
-        except httpx.TimeoutException:
+        except client.TransportTimeout:
             raise UpstreamStreamError(
                 "The upstream provider stopped sending.", "upstream_timeout"
             ) from None
-        except httpx.HTTPError:
+        except client.TransportError:
             raise UpstreamStreamError("The upstream provider's stream broke off.") from None
         if not stopped:
             raise UpstreamStreamError("The upstream provider's stream ended early.")
 
     async def aclose(self) -> None:
-        await self._response.aclose()
+        self._response.close()
 
 
 class TranslatedStream:
