@@ -18,7 +18,7 @@ import uuid
 import redis
 from django.conf import settings
 
-from . import shared
+from config import shared
 
 COOLING_KEY = "tg:h:cooling"
 LATENCY_KEY = "tg:lat"

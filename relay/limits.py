@@ -22,8 +22,7 @@ import redis
 from django.conf import settings
 
 from accounts.selectors import AuthKey
-
-from . import shared
+from config import shared
 
 logger = logging.getLogger("tollgate.limits")
 

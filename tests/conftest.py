@@ -23,7 +23,8 @@ def pytest_configure(config):
 @pytest.fixture(autouse=True)
 def _fresh_state():
     """Each test starts with empty per-process caches and an empty Redis database."""
-    from relay import health, shared
+    from config import shared
+    from relay import health
 
     clear_all()
     health.reset_local()
