@@ -1,6 +1,7 @@
 """ASGI entry point.
 
-Static files are answered by WhiteNoise (compressed, far-future cached, from
+``/v1/*`` goes to the relay's own lean handler (see ``relay.asgi``). Static files
+are answered by WhiteNoise (compressed, far-future cached, from
 ``collectstatic``'s output) before Django sees the request; WhiteNoise is a WSGI
 application, so only static requests take the thread hop of ``WsgiToAsgi``. It is
 kept out of Django's middleware on purpose: as synchronous middleware it would put
@@ -16,6 +17,10 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 django_application = get_asgi_application()
+
+from relay.asgi import RelayASGIHandler  # noqa: E402 - needs the apps loaded above
+
+relay_application = RelayASGIHandler()
 
 
 def _not_found(environ, start_response):
@@ -39,8 +44,29 @@ if settings.CELERY_TASK_ALWAYS_EAGER:
     start_sweeper()
 
 
+async def _lifespan(receive, send) -> None:
+    from relay.client import close_sessions
+
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await close_sessions()
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
 async def application(scope, receive, send):
-    if scope["type"] == "http" and scope["path"].startswith(_STATIC_PREFIX):
-        await _static(scope, receive, send)
-    else:
-        await django_application(scope, receive, send)
+    if scope["type"] == "lifespan":
+        await _lifespan(receive, send)
+        return
+    if scope["type"] == "http":
+        path = scope["path"]
+        if path.startswith("/v1/"):
+            await relay_application(scope, receive, send)
+            return
+        if path.startswith(_STATIC_PREFIX):
+            await _static(scope, receive, send)
+            return
+    await django_application(scope, receive, send)

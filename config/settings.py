@@ -164,6 +164,9 @@ TOLLGATE = {
     "HEALTH_WINDOW": env.float("TOLLGATE_HEALTH_WINDOW", default=60.0),
     "HEALTH_COOLDOWN": env.float("TOLLGATE_HEALTH_COOLDOWN", default=30.0),
     "HEALTH_COOLDOWN_MAX": env.float("TOLLGATE_HEALTH_COOLDOWN_MAX", default=600.0),
+    # Threads (and so database connections) per web process for the relay's two
+    # database steps.
+    "DB_THREADS": env.int("TOLLGATE_DB_THREADS", default=8),
     # Largest request body accepted on /v1/* (bytes).
     "MAX_BODY_BYTES": env.int("TOLLGATE_MAX_BODY_BYTES", default=8 * 1024 * 1024),
 }
