@@ -123,13 +123,13 @@ def ledger_post(
     account_id: int | None = None,
     memo: str = "",
     created_by: User | None = None,
-    held_deltas: dict[int, int] | None = None,
+    apply_balances: bool = True,
 ) -> Transaction:
     """Post one balanced transaction and move the cached balances it touches.
 
-    ``held_deltas`` lets settlement release holds in the same row update that moves
-    the balance, so the account's no-overdraft constraint is checked on the final
-    state only. Must run inside the caller's transaction."""
+    With ``apply_balances=False`` the caller moves the customer balances itself,
+    later in the same transaction (settlement does, together with ``held``). Must
+    run inside the caller's transaction."""
     if not connection.in_atomic_block:
         raise LedgerError("ledger_post must run inside transaction.atomic")
     lines = [e for e in entries if e.amount != 0]
@@ -156,17 +156,14 @@ def ledger_post(
             for e in lines
         ]
     )
+    if not apply_balances:
+        return txn
     balance_deltas: dict[int, int] = defaultdict(int)
     for e in lines:
         if e.customer_account_id is not None:
             balance_deltas[e.customer_account_id] += e.amount
-    held_deltas = held_deltas or {}
-    for acct in sorted(set(balance_deltas) | set(held_deltas)):
-        Account.objects.filter(pk=acct).update(
-            balance=F("balance") + balance_deltas.get(acct, 0),
-            held=F("held") + held_deltas.get(acct, 0),
-        )
     for acct in sorted(balance_deltas):
+        Account.objects.filter(pk=acct).update(balance=F("balance") + balance_deltas[acct])
         _low_balance_watch(acct)
     return txn
 
@@ -329,13 +326,16 @@ def settlement_run(*, usage_ids: Sequence[int] | None = None, limit: int = 500) 
 
     Exactly once per record: rows are locked (``SKIP LOCKED``, so workers share the
     queue) and only those still unsettled are taken. Each account's records in the
-    batch become one ledger transaction; open holds are released in the same row
-    update that moves the balance. A hold that already expired is not released a
-    second time: the charge is then taken from the balance directly.
+    batch become one ledger transaction. A hold that already expired is not released
+    a second time: the charge is then taken from the balance directly.
 
     A request may cost more than its hold. The customer is charged at most what the
     released hold, the available balance and the account's overdraft allow; the rest
-    is booked to the overage account and the account is refused until topped up."""
+    is booked to the overage account and the account is refused until topped up.
+
+    Reserving requests wait for the account row, so it is written last, just before
+    the commit. Only a batch that could cost more than it releases needs the
+    balance up front, and locks the row from the start."""
     from usage.models import UsageRecord
 
     with transaction.atomic():
@@ -371,7 +371,7 @@ def settlement_run(*, usage_ids: Sequence[int] | None = None, limit: int = 500) 
             h["pk"]: h
             for h in Hold.objects.filter(pk__in=hold_ids)
             .order_by("pk")
-            .select_for_update()
+            .select_for_update(no_key=True)
             .values("pk", "amount", "status", "spend_day", "spend_month")
         }
         by_account: dict[int, list[dict[str, Any]]] = defaultdict(list)
@@ -379,10 +379,19 @@ def settlement_run(*, usage_ids: Sequence[int] | None = None, limit: int = 500) 
             by_account[r["account_id"]].append(dict(r))
         now = timezone.now()
         spend: SpendDeltas = defaultdict(lambda: [0, 0])
-        for account_id in sorted(by_account):
+        moves = [
             _settle_account_batch(account_id, by_account[account_id], holds, now, spend)
+            for account_id in sorted(by_account)
+        ]
         keyspend_apply(spend)
         usage_daily_add(records=rows)
+        for account_id, balance_delta, held_delta in moves:
+            if balance_delta or held_delta:
+                Account.objects.filter(pk=account_id).update(
+                    balance=F("balance") + balance_delta, held=F("held") + held_delta
+                )
+                if balance_delta:
+                    _low_balance_watch(account_id)
     return len(rows)
 
 
@@ -409,15 +418,28 @@ def keyspend_apply(deltas: SpendDeltas) -> None:
 
 def _settle_account_batch(
     account_id: int, recs: list[dict], holds: dict, now: datetime, spend: "SpendDeltas"
-) -> None:
+) -> tuple[int, int, int]:
+    """Post one account's part of a batch; returns (account id, balance delta, held
+    delta) for the caller to apply last."""
     from usage.models import UsageRecord
 
-    acct = (
-        Account.objects.select_for_update()
-        .values("balance", "held", "overdraft_limit")
-        .get(pk=account_id)
-    )
-    balance, held = acct["balance"], acct["held"]
+    def open_amount(r: dict) -> int:
+        hold = holds.get(r["hold_id"])
+        return hold["amount"] if hold is not None and hold["status"] == Hold.Status.OPEN else 0
+
+    # When every request costs at most its own open hold, the batch only raises what
+    # is available, so no cap can apply and the balance is not needed.
+    capped = any(r["cost"] > open_amount(r) for r in recs)
+    balance = held = overdraft = 0
+    if capped:
+        # FOR NO KEY UPDATE: requests inserting rows that reference the account (holds,
+        # usage records) only take a KEY SHARE lock and need not wait for this.
+        acct = (
+            Account.objects.select_for_update(no_key=True)
+            .values("balance", "held", "overdraft_limit")
+            .get(pk=account_id)
+        )
+        balance, held, overdraft = acct["balance"], acct["held"], acct["overdraft_limit"]
     released = 0
     charged_total = 0
     overage_total = 0
@@ -426,10 +448,11 @@ def _settle_account_batch(
     settled_holds: list[int] = []
     released_holds: list[int] = []
     for r in recs:
-        hold = holds.get(r["hold_id"])
-        if hold is not None and hold["status"] == Hold.Status.OPEN:
-            held -= hold["amount"]
-            released += hold["amount"]
+        amount = open_amount(r)
+        if amount:
+            hold = holds[r["hold_id"]]
+            held -= amount
+            released += amount
             (settled_holds if r["cost"] else released_holds).append(hold["pk"])
             _release_spend_hold(spend, r["api_key_id"], hold)
         if r["cost"] and r["api_key_id"]:
@@ -438,8 +461,7 @@ def _settle_account_batch(
             spend[(r["api_key_id"], KeySpend.Period.MONTH, month)][0] += r["cost"]
         dims = (r["model_served"] or r["model_requested"], r["channel_id"])
         if r["cost"]:
-            cap = max(0, balance - held + acct["overdraft_limit"])
-            charged = min(r["cost"], cap)
+            charged = min(r["cost"], max(0, balance - held + overdraft)) if capped else r["cost"]
             balance -= charged
             charged_total += charged
             overage_total += r["cost"] - charged
@@ -466,10 +488,8 @@ def _settle_account_batch(
             account_id=account_id,
             memo=f"Usage: {len(recs)} request{'s' if len(recs) != 1 else ''}",
             entries=entries,
-            held_deltas={account_id: -released} if released else None,
+            apply_balances=False,
         )
-    elif released:
-        Account.objects.filter(pk=account_id).update(held=F("held") - released)
     if settled_holds:
         Hold.objects.filter(pk__in=settled_holds).update(
             status=Hold.Status.SETTLED, resolved_at=now
@@ -490,6 +510,7 @@ def _settle_account_batch(
             overage_total,
         )
         transaction.on_commit(lambda: overage_alert.delay(account_id, overage_total))
+    return account_id, -charged_total, -released
 
 
 def _release_spend_hold(spend: SpendDeltas, api_key_id: int | None, hold: dict[str, Any]) -> None:

@@ -3,12 +3,14 @@
 import logging
 from datetime import UTC, datetime
 
+import redis
 from celery import shared_task
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.mail import send_mail
 
 from accounts.models import Account
+from config import shared
 
 from . import services
 from .reconcile import ledger_check
@@ -46,15 +48,46 @@ def usage_settle(self, usage_id: int) -> int:
     return settled
 
 
+# Set while a drain is queued and not yet started; requests finishing meanwhile need
+# not queue another (their records are committed before the drain reads).
+SETTLE_SCHEDULED = "tg:settle:scheduled"
+
+
+def settlement_request() -> None:
+    """Ask for pending usage to be settled, coalescing requests: at most one drain is
+    queued at a time, so a busy gateway sends one message per drain instead of one
+    per request, and the drain settles in batches (one ledger transaction per
+    account per batch). Without Redis the drain runs right here (embedded mode)."""
+    conn = shared.client()
+    if conn is None:
+        if not settings.REDIS_URL:
+            usage_settle_pending.delay()
+        # Redis is down: the beat's sweep settles when it is back.
+        return
+    try:
+        first = conn.set(SETTLE_SCHEDULED, "1", nx=True, ex=10)
+    except redis.RedisError as exc:
+        shared.failed(exc)
+        return
+    if first:
+        usage_settle_pending.delay()
+
+
 @shared_task(acks_late=True, reject_on_worker_lost=True)
 def usage_settle_pending(limit: int = 500) -> int:
-    """The safety net: settle everything finished and not yet settled (a lost
-    message, a broker that restarted empty), a batch at a time."""
+    """Settle everything finished and not yet settled, a batch at a time. Queued by
+    finishing requests (coalesced), and run by the beat as the safety net for a lost
+    message or a broker that restarted empty."""
+    conn = shared.client()
+    if conn is not None:
+        try:
+            # Cleared before reading: a record committed from now on asks again.
+            conn.delete(SETTLE_SCHEDULED)
+        except redis.RedisError as exc:
+            shared.failed(exc)
     total = 0
     while settled := services.settlement_run(limit=limit):
         total += settled
-    if total:
-        logger.warning("settled %s usage records that had no settlement in flight", total)
     return total
 
 

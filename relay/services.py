@@ -343,7 +343,7 @@ def relay_finish(*, grant: Grant, outcome: Outcome) -> tuple[int, int]:
     upstream_cost = 0
     if charged and channel is not None and route.model in channel.cost_prices:
         upstream_cost = channel.cost_prices[route.model].cost(tokens)
-    record = usage_record_finish(
+    usage_id = usage_record_finish(
         request_id=grant.request_id,
         endpoint=grant.endpoint.name,
         account_id=grant.key.account_id,
@@ -374,7 +374,7 @@ def relay_finish(*, grant: Grant, outcome: Outcome) -> tuple[int, int]:
     )
     limits.release(grant.admission, tokens_used=tokens.total)
     _report_health(outcome, route)
-    return record.pk, cost
+    return usage_id, cost
 
 
 def _report_health(outcome: Outcome, route: Route) -> None:

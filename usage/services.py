@@ -8,19 +8,50 @@ from django.utils import timezone
 
 from .models import UsageDaily, UsageRecord
 
+# The columns the relay writes for each request (the id and ``created_at`` come from
+# the database).
+_INSERT_FIELDS = [
+    f for f in UsageRecord._meta.concrete_fields if f.attname not in ("id", "created_at")
+]
+_insert_sql: dict[str, str] = {}
 
-def _enqueue_settlement(usage_id: int) -> None:
-    from billing.tasks import usage_settle
 
-    usage_settle.delay(usage_id)
+def _insert_statement() -> str:
+    vendor = connection.vendor
+    if vendor not in _insert_sql:
+        quote = connection.ops.quote_name
+        columns = ", ".join(quote(f.column) for f in _INSERT_FIELDS)
+        marks = ", ".join(["%s"] * len(_INSERT_FIELDS))
+        _insert_sql[vendor] = (
+            f"INSERT INTO {quote(UsageRecord._meta.db_table)} ({columns}) "  # noqa: S608
+            f"VALUES ({marks}) RETURNING id"
+        )
+    return _insert_sql[vendor]
 
 
-def usage_record_finish(**fields: Any) -> UsageRecord:
-    """Write the record of a request that reached the hold, and queue its settlement
-    once the row is committed."""
-    record = UsageRecord.objects.create(**fields)
-    transaction.on_commit(lambda: _enqueue_settlement(record.pk))
-    return record
+def usage_record_finish(**fields: Any) -> int:
+    """Write the record of a request that reached the hold and ask for settlement
+    once it is committed. Returns the record's id.
+
+    One prepared INSERT: this runs for every request, and the ORM's per-call work
+    for a model this wide costs more than the database does."""
+    params = [
+        f.get_db_prep_save(
+            fields[f.attname] if f.attname in fields else f.get_default(), connection
+        )
+        for f in _INSERT_FIELDS
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(_insert_statement(), params)
+        usage_id = cursor.fetchone()[0]
+    transaction.on_commit(_request_settlement)
+    return usage_id
+
+
+def _request_settlement() -> None:
+    from billing.tasks import settlement_request
+
+    settlement_request()
 
 
 def usage_record_reject(**fields: Any) -> UsageRecord:

@@ -10,6 +10,8 @@ from django.utils import timezone
 from accounts.models import Account
 from billing.models import Hold, KeySpend
 from billing.services import HoldRefused, _hold_reserve_portable, hold_reserve
+from billing.tasks import usage_settle_pending
+from config import shared
 from relay import limits
 from tests.conftest import wait_for
 from tests.factories import AccountFactory, ApiKeyFactory, PriceGroupFactory
@@ -175,12 +177,22 @@ def test_rate_limits_fail_open_when_redis_is_down_but_money_checks_do_not(
     relay_env, upstream, settings
 ):
     key = ApiKeyFactory(account=relay_env.account, rpm_limit=1)
+    working = settings.REDIS_URL
     settings.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens there
     assert [relay_env.post(chat(), key=key.secret).status_code for _ in range(3)] == [200, 200, 200]
     poor = ApiKeyFactory(account=AccountFactory(price_group=relay_env.group, credit=1))
     refused = relay_env.post(chat(), key=poor.secret)
     assert refused.status_code == 403
     assert refused.json()["error"]["code"] == "insufficient_balance"
+
+    # Settlement could not be requested meanwhile; the beat's sweep settles it all
+    # once Redis is back.
+    assert UsageRecord.objects.filter(settled_at__isnull=True).count() == 3
+    settings.REDIS_URL = working
+    shared.reset()
+    usage_settle_pending.delay()
+    wait_for(lambda: not UsageRecord.objects.filter(settled_at__isnull=True).exists())
+    assert relay_env.refresh().held == 0
 
 
 def test_local_limiter_for_the_embedded_mode_follows_the_same_rules(settings):
