@@ -1,0 +1,610 @@
+"""Tollgate's benchmark, in its production shape, on this machine.
+
+Starts a fast loopback upstream (nginx answering a fixed completion) and a streaming
+fake, runs Tollgate on PostgreSQL and Redis with a Celery worker and an ASGI server
+with two workers, drives it with wrk and writes a JSON file and a table:
+
+- requests/s at 1, 8 and 32 connections; p50/p99 latency added over calling the
+  upstream directly; CPU milliseconds per request (Tollgate's web workers, and the
+  whole machine);
+- time to first streamed token added over the streaming upstream;
+- settlement throughput of one worker (records settled per second);
+- the usage log's first page and the CSV export with 1,000,000 usage records.
+
+At the end every request must be settled and ``ledger_check`` must pass; the script
+says so and exits non-zero otherwise. Run it with ``bash scripts/bench``.
+"""
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = str(ROOT / ".venv" / "bin" / "python")
+DB_NAME = "tollgate_bench"
+DB_URL = f"postgres://postgres@127.0.0.1:5432/{DB_NAME}"
+REDIS_URL = "redis://127.0.0.1:6379/13"
+NGINX_PORT, STREAM_PORT, TOLLGATE_PORT = 18080, 18081, 18000
+TICK_MS = 1000 / os.sysconf("SC_CLK_TCK")
+
+FIXED_COMPLETION = json.dumps(
+    {
+        "id": "chatcmpl-bench",
+        "object": "chat.completion",
+        "created": 0,
+        "model": "bench-model",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "Hello! How can I help you today?"},
+                "logprobs": None,
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {"prompt_tokens": 9, "completion_tokens": 9, "total_tokens": 18},
+    }
+)
+BODY = '{"model":"bench-model","max_tokens":64,"messages":[{"role":"user","content":"Say hello"}]}'
+
+SEED = """
+from decimal import Decimal
+from django.contrib.auth import get_user_model
+from accounts.services import account_create, api_key_create, membership_add
+from billing.models import ModelPrice, PriceGroup
+from billing.services import account_credit
+from relay.models import Channel
+
+group = PriceGroup.objects.create(name="bench")
+for model in ("bench-model", "bench-stream"):
+    ModelPrice.objects.create(group=group, model=model, input_per_m=Decimal("0.15"), output_per_m=Decimal("0.60"))
+for name, port, model in (("nginx", %(nginx)d, "bench-model"), ("stream", %(stream)d, "bench-stream")):
+    channel = Channel(name=name, type="openai", base_url=f"http://127.0.0.1:{port}/v1", served_models=[model],
+                      cost_prices={model: {"input": "0.10", "output": "0.40"}})
+    channel.api_key = "sk-upstream-bench"
+    channel.save()
+account = account_create(name="Bench", price_group=group, overdraft_limit=0)
+account_credit(account=account, amount=10**12, memo="bench credit")
+_, secret = api_key_create(account=account, name="bench")
+big = account_create(name="Big", price_group=group, overdraft_limit=0)
+big_key, _ = api_key_create(account=big, name="big")
+user = get_user_model().objects.create_user("bench", "bench@example.com", "bench-password-1")
+membership_add(account=big, user=user, role="owner")
+print(f"KEY={secret} BIG={big.pk} BIGKEY={big_key.pk}")
+"""
+
+# One million finished, settled usage records for the "Big" account, spread over 30 days.
+MILLION = """
+INSERT INTO usage_usagerecord (request_id, account_id, api_key_id, endpoint, model_requested,
+    model_served, upstream_model, attempts, status, http_status, error_code, stream,
+    input_tokens, cache_read_tokens, cache_write_tokens, output_tokens, reasoning_tokens,
+    estimated, price_snapshot, cost, upstream_cost, latency_ms, "user", created_at, settled_at)
+SELECT 'req_big_' || g, %(account)s, %(key)s, 'chat.completions', 'bench-model', 'bench-model',
+    'bench-model', '[]', CASE WHEN g %% 50 = 0 THEN 'upstream_error' ELSE 'success' END, 200, '',
+    g %% 3 = 0, 100 + g %% 900, g %% 7 * 10, 0, 50 + g %% 400, 0, false, '{}', 0, 0, 300 + g %% 50,
+    '', now() - (g || ' seconds')::interval * 2.5, now() - (g || ' seconds')::interval * 2.5
+FROM generate_series(1, 1000000) AS g
+"""
+
+WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.body = '%(body)s'
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer %(key)s"
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format('WRKJSON {"requests": %%d, "duration_us": %%d, "errors": %%d, "non2xx": %%d, "p50_us": %%d, "p90_us": %%d, "p99_us": %%d, "mean_us": %%.1f}\\n',
+    summary.requests, summary.duration, e.connect + e.read + e.write + e.timeout, e.status,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.mean))
+end
+"""
+
+NGINX_CONF = """
+worker_processes 1;
+daemon off;
+pid %(dir)s/nginx.pid;
+error_log %(dir)s/error.log warn;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  client_body_temp_path %(dir)s/body;
+  proxy_temp_path %(dir)s/proxy;
+  fastcgi_temp_path %(dir)s/fastcgi;
+  uwsgi_temp_path %(dir)s/uwsgi;
+  scgi_temp_path %(dir)s/scgi;
+  keepalive_requests 1000000;
+  keepalive_timeout 120s;
+  server {
+    listen 127.0.0.1:%(port)d;
+    location / {
+      default_type application/json;
+      return 200 '%(body)s';
+    }
+  }
+}
+"""
+
+
+def log(message: str) -> None:
+    print(f"[bench] {message}", flush=True)
+
+
+def ensure_tools() -> None:
+    missing = [
+        pkg for tool, pkg in (("nginx", "nginx-light"), ("wrk", "wrk")) if not shutil.which(tool)
+    ]
+    if missing:
+        log(f"installing {', '.join(missing)} from Debian's packages")
+        sudo = [] if os.geteuid() == 0 else ["sudo"]
+        subprocess.run([*sudo, "apt-get", "install", "-y", "-qq", *missing], check=True)
+
+
+def env() -> dict[str, str]:
+    return {
+        **os.environ,
+        "DATABASE_URL": DB_URL,
+        "REDIS_URL": REDIS_URL,
+        "DEBUG": "false",
+        "SECRET_KEY": "bench-secret-key-not-for-production-0123456789abcdefghij",
+        "LOG_LEVEL": "WARNING",
+        "CONN_MAX_AGE": "600",
+    }
+
+
+def manage(*args: str, capture: bool = False) -> str:
+    result = subprocess.run(
+        [PY, "manage.py", *args], cwd=ROOT, env=env(), check=True, capture_output=capture, text=True
+    )
+    return result.stdout if capture else ""
+
+
+def psql(sql: str, db: str = DB_NAME) -> str:
+    return subprocess.run(
+        [
+            "psql",
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            db,
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-qAtc",
+            sql,
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+
+
+def wait_http(url: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.TransportError:
+            time.sleep(0.2)
+    raise RuntimeError(f"{url} did not come up")
+
+
+def cpu_ms(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+        except FileNotFoundError:
+            pass
+    return total * TICK_MS
+
+
+def machine_busy_ms() -> float:
+    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = fields[3] + fields[4]
+    return (sum(fields) - idle) * TICK_MS
+
+
+def children(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return [int(x) for x in out.split()]
+
+
+def wrk(url: str, script: Path, connections: int, seconds: int) -> dict:
+    threads = min(connections, 2)
+    out = subprocess.run(
+        [
+            "wrk",
+            "-t",
+            str(threads),
+            "-c",
+            str(connections),
+            "-d",
+            f"{seconds}s",
+            "--latency",
+            "-s",
+            str(script),
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    data = json.loads(re.search(r"WRKJSON (\{.*\})", out).group(1))
+    data["rps"] = data["requests"] / (data["duration_us"] / 1e6)
+    return data
+
+
+def ttft(url: str, key: str, n: int) -> list[float]:
+    body = {
+        "model": "bench-stream",
+        "stream": True,
+        "messages": [{"role": "user", "content": "Stream please"}],
+    }
+    samples = []
+    with httpx.Client(timeout=30) as client:
+        for _ in range(n):
+            start = time.perf_counter()
+            with client.stream(
+                "POST", url, json=body, headers={"authorization": f"Bearer {key}"}
+            ) as response:
+                first = True
+                for _chunk in response.iter_raw():
+                    if first:
+                        samples.append((time.perf_counter() - start) * 1000)
+                        first = False
+    return samples
+
+
+def unsettled() -> int:
+    return int(psql("SELECT count(*) FROM usage_usagerecord WHERE settled_at IS NULL"))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--server", choices=["granian", "uvicorn"], default="granian")
+    parser.add_argument("--skip-million", action="store_true")
+    parser.add_argument("--out", default=str(ROOT / "artifacts" / "bench" / "results.json"))
+    args = parser.parse_args()
+
+    ensure_tools()
+    subprocess.run(["bash", "scripts/services"], cwd=ROOT, check=True)
+    work = Path(tempfile.mkdtemp(prefix="tollgate-bench-"))
+    procs: list[subprocess.Popen] = []
+    results: dict = {"server": args.server, "seconds_per_run": args.seconds}
+
+    def start(cmd: list[str], **kw) -> subprocess.Popen:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env(), start_new_session=True, **kw)
+        procs.append(proc)
+        return proc
+
+    try:
+        log("fresh database, migrations, seed")
+        psql(f"DROP DATABASE IF EXISTS {DB_NAME}", db="postgres")
+        psql(f"CREATE DATABASE {DB_NAME}", db="postgres")
+        subprocess.run(["redis-cli", "-n", "13", "flushdb"], check=True, capture_output=True)
+        manage("migrate", "--noinput", "-v", "0")
+        manage("collectstatic", "--noinput", "-v", "0")
+        seeded = manage(
+            "shell", "-c", SEED % {"nginx": NGINX_PORT, "stream": STREAM_PORT}, capture=True
+        )
+        values = dict(re.findall(r"(\w+)=(\S+)", seeded))
+        key = values["KEY"]
+
+        (work / "nginx.conf").write_text(
+            NGINX_CONF % {"dir": work, "port": NGINX_PORT, "body": FIXED_COMPLETION}
+        )
+        start(["nginx", "-c", str(work / "nginx.conf"), "-p", str(work)])
+        start(
+            [
+                PY,
+                "-m",
+                "uvicorn",
+                "scripts.bench_upstream:app",
+                "--port",
+                str(STREAM_PORT),
+                "--log-level",
+                "warning",
+                "--no-access-log",
+            ]
+        )
+        worker = start(
+            [
+                PY,
+                "-m",
+                "celery",
+                "-A",
+                "config",
+                "worker",
+                "--pool=solo",
+                "-l",
+                "warning",
+                "--without-gossip",
+                "--without-mingle",
+            ]
+        )
+        if args.server == "granian":
+            server = start(
+                [
+                    str(ROOT / ".venv/bin/granian"),
+                    "--interface",
+                    "asgi",
+                    "--workers",
+                    "2",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(TOLLGATE_PORT),
+                    "--loop",
+                    "uvloop",
+                    "--log-level",
+                    "warning",
+                    "--no-ws",
+                    "config.asgi:application",
+                ]
+            )
+        else:
+            server = start(
+                [
+                    PY,
+                    "-m",
+                    "uvicorn",
+                    "config.asgi:application",
+                    "--workers",
+                    "2",
+                    "--port",
+                    str(TOLLGATE_PORT),
+                    "--loop",
+                    "uvloop",
+                    "--http",
+                    "httptools",
+                    "--lifespan",
+                    "off",
+                    "--log-level",
+                    "warning",
+                    "--no-access-log",
+                ]
+            )
+        for port in (NGINX_PORT, STREAM_PORT, TOLLGATE_PORT):
+            wait_http(f"http://127.0.0.1:{port}/")
+        script = work / "post.lua"
+        script.write_text(WRK_SCRIPT % {"body": BODY, "key": key})
+        direct = f"http://127.0.0.1:{NGINX_PORT}/v1/chat/completions"
+        gateway = f"http://127.0.0.1:{TOLLGATE_PORT}/v1/chat/completions"
+        workers = children(server.pid) or [server.pid]
+
+        log("warm-up")
+        total_requests = wrk(gateway, script, 8, 3)["requests"]
+        results["runs"] = {}
+        for connections in (1, 8, 32):
+            base = wrk(direct, script, connections, args.seconds)
+            cpu0, busy0 = cpu_ms(workers), machine_busy_ms()
+            run = wrk(gateway, script, connections, args.seconds)
+            cpu1, busy1 = cpu_ms(workers), machine_busy_ms()
+            total_requests += run["requests"]
+            results["runs"][connections] = {
+                "rps": round(run["rps"], 1),
+                "direct_rps": round(base["rps"], 1),
+                "p50_ms": run["p50_us"] / 1000,
+                "p99_ms": run["p99_us"] / 1000,
+                "added_p50_ms": round((run["p50_us"] - base["p50_us"]) / 1000, 3),
+                "added_p99_ms": round((run["p99_us"] - base["p99_us"]) / 1000, 3),
+                "web_cpu_ms_per_request": round((cpu1 - cpu0) / run["requests"], 3),
+                "machine_cpu_ms_per_request": round((busy1 - busy0) / run["requests"], 3),
+                "errors": run["errors"] + run["non2xx"],
+            }
+            log(f"{connections:>2} connections: {results['runs'][connections]}")
+
+        log("time to first streamed token")
+        n = 200
+        direct_ttft = ttft(f"http://127.0.0.1:{STREAM_PORT}/v1/chat/completions", key, n)
+        gateway_ttft = ttft(gateway, key, n)
+        total_requests += n
+        results["ttft"] = {
+            "direct_p50_ms": round(statistics.median(direct_ttft), 3),
+            "gateway_p50_ms": round(statistics.median(gateway_ttft), 3),
+            "added_p50_ms": round(
+                statistics.median(gateway_ttft) - statistics.median(direct_ttft), 3
+            ),
+        }
+        log(f"ttft: {results['ttft']}")
+
+        log("settlement throughput of one worker")
+        deadline = time.monotonic() + 60
+        while unsettled() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        os.killpg(worker.pid, signal.SIGTERM)
+        worker.wait(30)
+        burst = wrk(gateway, script, 8, max(5, args.seconds // 2))
+        total_requests += burst["requests"]
+        pending = unsettled()
+        started = time.monotonic()
+        worker = start(
+            [
+                PY,
+                "-m",
+                "celery",
+                "-A",
+                "config",
+                "worker",
+                "--pool=solo",
+                "-l",
+                "warning",
+                "--without-gossip",
+                "--without-mingle",
+            ]
+        )
+        manage(
+            "shell",
+            "-c",
+            "from billing.tasks import usage_settle_pending; usage_settle_pending.delay()",
+        )
+        while unsettled():
+            time.sleep(0.05)
+        elapsed = time.monotonic() - started
+        results["settlement"] = {
+            "records": pending,
+            "seconds": round(elapsed, 2),
+            "records_per_second": round(pending / elapsed, 1),
+        }
+        log(f"settlement: {results['settlement']} (includes the worker's start-up)")
+
+        if not args.skip_million:
+            log("1,000,000 usage records for the usage-log timings")
+            psql(MILLION % {"account": values["BIG"], "key": values["BIGKEY"]})
+            psql("ANALYZE usage_usagerecord")
+            with httpx.Client(base_url=f"http://127.0.0.1:{TOLLGATE_PORT}", timeout=600) as browser:
+                browser.get("/login/")
+                browser.post(
+                    "/login/",
+                    data={
+                        "username": "bench",
+                        "password": "bench-password-1",
+                        "csrfmiddlewaretoken": browser.cookies["csrftoken"],
+                    },
+                    headers={"referer": f"http://127.0.0.1:{TOLLGATE_PORT}/login/"},
+                )
+                pages = []
+                for _ in range(20):
+                    start_t = time.perf_counter()
+                    response = browser.get("/usage/")
+                    pages.append((time.perf_counter() - start_t) * 1000)
+                    assert response.status_code == 200 and "req_big_1" in response.text, (
+                        response.status_code
+                    )
+                older = (
+                    re.search(r'href="\?([^"]*before=[^"]+)"', response.text)
+                    .group(1)
+                    .replace("&amp;", "&")
+                )
+                deep = []
+                for _ in range(10):
+                    start_t = time.perf_counter()
+                    browser.get(f"/usage/?{older}")
+                    deep.append((time.perf_counter() - start_t) * 1000)
+                filtered = []
+                for _ in range(10):
+                    start_t = time.perf_counter()
+                    browser.get("/usage/?status=upstream_error&model=bench-model")
+                    filtered.append((time.perf_counter() - start_t) * 1000)
+                start_t = time.perf_counter()
+                size = lines = 0
+                with browser.stream("GET", "/usage/export.csv") as export:
+                    first_byte = None
+                    for chunk in export.iter_raw():
+                        if first_byte is None:
+                            first_byte = (time.perf_counter() - start_t) * 1000
+                        size += len(chunk)
+                        lines += chunk.count(b"\n")
+                export_s = time.perf_counter() - start_t
+            results["usage_log_1m"] = {
+                "first_page_p50_ms": round(statistics.median(pages), 1),
+                "second_page_p50_ms": round(statistics.median(deep), 1),
+                "filtered_page_p50_ms": round(statistics.median(filtered), 1),
+                "csv_rows": lines - 1,
+                "csv_megabytes": round(size / 1e6, 1),
+                "csv_first_byte_ms": round(first_byte or 0, 1),
+                "csv_seconds": round(export_s, 1),
+            }
+            log(f"usage log: {results['usage_log_1m']}")
+
+        log("waiting for every request to be settled")
+        deadline = time.monotonic() + 120
+        while unsettled() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        served = int(
+            psql("SELECT count(*) FROM usage_usagerecord WHERE request_id NOT LIKE 'req_big_%%'")
+        )
+        left = unsettled()
+        check = subprocess.run(
+            [PY, "manage.py", "ledger_check"], cwd=ROOT, env=env(), capture_output=True, text=True
+        )
+        results["integrity"] = {
+            "requests_sent": total_requests,
+            "usage_records": served,
+            "unsettled": left,
+            "ledger_check": "passed" if check.returncode == 0 else "FAILED",
+        }
+        log(f"integrity: {results['integrity']}")
+        if check.returncode:
+            print(check.stderr)
+    finally:
+        for proc in reversed(procs):
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        for proc in procs:
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+        shutil.rmtree(work, ignore_errors=True)
+
+    results["machine"] = {
+        "cpus": os.cpu_count(),
+        "cpu_model": next(
+            (
+                line.split(":", 1)[1].strip()
+                for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")
+            ),
+            "?",
+        ),
+        "python": sys.version.split()[0],
+        "postgres": psql("SHOW server_version", db="postgres"),
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2, default=str))
+    print_table(results)
+    ok = (
+        results["integrity"]["unsettled"] == 0
+        and results["integrity"]["ledger_check"] == "passed"
+        and results["integrity"]["usage_records"] == results["integrity"]["requests_sent"]
+    )
+    print("Every request settled and the ledger reconciles." if ok else "INTEGRITY CHECK FAILED")
+    return 0 if ok else 1
+
+
+def print_table(r: dict) -> None:
+    print()
+    print("| Measure | 1 conn | 8 conns | 32 conns |")
+    print("| --- | --- | --- | --- |")
+    runs = r["runs"]
+    for label, key in (
+        ("Requests/s through Tollgate", "rps"),
+        ("Requests/s calling nginx directly", "direct_rps"),
+        ("Added p50 latency (ms)", "added_p50_ms"),
+        ("Added p99 latency (ms)", "added_p99_ms"),
+        ("Tollgate web CPU per request (ms)", "web_cpu_ms_per_request"),
+        ("Whole-machine CPU per request (ms)", "machine_cpu_ms_per_request"),
+    ):
+        print(f"| {label} | " + " | ".join(str(runs[c][key]) for c in (1, 8, 32)) + " |")
+    print()
+    print(f"Added time to first streamed token (p50): {r['ttft']['added_p50_ms']} ms")
+    print(f"Settlement, one worker: {r['settlement']['records_per_second']} records/s")
+    if "usage_log_1m" in r:
+        u = r["usage_log_1m"]
+        print(
+            f"Usage log at 1M records: first page {u['first_page_p50_ms']} ms, next page "
+            f"{u['second_page_p50_ms']} ms, filtered {u['filtered_page_p50_ms']} ms; CSV export of "
+            f"{u['csv_rows']} rows ({u['csv_megabytes']} MB) in {u['csv_seconds']} s"
+        )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
