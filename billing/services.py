@@ -20,6 +20,7 @@ from django.utils import timezone
 
 from accounts.models import Account, ApiKey
 from config.localcache import TTLCache
+from config.sql import fetch_one
 from usage.services import usage_daily_add
 
 from .models import (
@@ -260,12 +261,10 @@ def hold_reserve(*, api_key_id: int, account_id: int, amount: int, request_id: s
     if amount <= 0:
         raise ValueError("a hold must be positive")
     if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT tollgate_hold_reserve(%s, %s, %s, %s)",
-                [api_key_id, account_id, amount, request_id],
-            )
-            result = cursor.fetchone()[0]
+        (result,) = fetch_one(
+            "SELECT tollgate_hold_reserve(%s, %s, %s, %s)",
+            [api_key_id, account_id, amount, request_id],
+        )
     else:
         result = _hold_reserve_portable(api_key_id, account_id, amount, request_id)
     if result < 0:

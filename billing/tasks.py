@@ -1,6 +1,8 @@
 """Celery tasks: thin, take ids, call services."""
 
 import logging
+import threading
+import time
 from datetime import UTC, datetime
 
 import redis
@@ -53,11 +55,47 @@ def usage_settle(self, usage_id: int) -> int:
 SETTLE_SCHEDULED = "tg:settle:scheduled"
 
 
+# A web process asks at most once per window; asks that fall inside a window are
+# answered by one trailing ask at its end, made after their records committed.
+SETTLE_ASK_WINDOW = 0.05
+_ask_lock = threading.Lock()
+_ask_last = 0.0
+_ask_timer: threading.Timer | None = None
+
+
 def settlement_request() -> None:
     """Ask for pending usage to be settled, coalescing requests: at most one drain is
     queued at a time, so a busy gateway sends one message per drain instead of one
     per request, and the drain settles in batches (one ledger transaction per
-    account per batch). Without Redis the drain runs right here (embedded mode)."""
+    account per batch). Each web process also debounces its own asks, so a busy
+    process touches Redis a few times a second rather than once per request. Without
+    Redis the drain runs right here (embedded mode)."""
+    global _ask_last, _ask_timer
+    if settings.CELERY_TASK_ALWAYS_EAGER:
+        _settlement_ask()
+        return
+    now = time.monotonic()
+    with _ask_lock:
+        if now - _ask_last >= SETTLE_ASK_WINDOW:
+            _ask_last = now
+        else:
+            if _ask_timer is None:
+                _ask_timer = threading.Timer(SETTLE_ASK_WINDOW - (now - _ask_last), _trailing_ask)
+                _ask_timer.daemon = True
+                _ask_timer.start()
+            return
+    _settlement_ask()
+
+
+def _trailing_ask() -> None:
+    global _ask_last, _ask_timer
+    with _ask_lock:
+        _ask_timer = None
+        _ask_last = time.monotonic()
+    _settlement_ask()
+
+
+def _settlement_ask() -> None:
     conn = shared.client()
     if conn is None:
         if not settings.REDIS_URL:
