@@ -9,6 +9,7 @@ every ``/v1/*`` request through a thread.
 """
 
 import os
+import re
 
 from asgiref.wsgi import WsgiToAsgi
 from django.conf import settings
@@ -31,7 +32,16 @@ def _not_found(environ, start_response):
 def _static_application():
     from whitenoise import WhiteNoise
 
-    static = WhiteNoise(_not_found, root=settings.STATIC_ROOT, prefix=settings.STATIC_URL)
+    # collectstatic names each file after a hash of its content, so a named file never
+    # changes and browsers may keep it for good (what WhiteNoise's middleware infers
+    # from the manifest; standalone, it must be told).
+    hashed = re.compile(r"\.[0-9a-f]{12}\.\w+(\.gz|\.br)?$")
+    static = WhiteNoise(
+        _not_found,
+        root=settings.STATIC_ROOT,
+        prefix=settings.STATIC_URL,
+        immutable_file_test=lambda path, url: bool(hashed.search(url)),
+    )
     return WsgiToAsgi(static)
 
 

@@ -16,12 +16,47 @@ env = environ.Env()
 if (BASE_DIR / ".env").exists():
     env.read_env(str(BASE_DIR / ".env"))
 
-DEBUG = env.bool("DEBUG", default=True)
-SECRET_KEY = env.str(
-    "SECRET_KEY",
-    default="embedded-dev-secret-key-change-me-in-production-0123456789abcdef",
+# The embedded run (no DATABASE_URL) is for trying Tollgate out: DEBUG is on there and
+# off everywhere else unless asked for.
+EMBEDDED = not env.str("DATABASE_URL", default="")
+DEBUG = env.bool("DEBUG", default=EMBEDDED)
+EMBEDDED_SECRET_KEY = "embedded-dev-secret-key-change-me-in-production-0123456789abcdef"  # noqa: S105 - public on purpose
+# ``manage.py check --deploy`` (run by scripts/prod) refuses this default.
+SECRET_KEY = env.str("SECRET_KEY", default=EMBEDDED_SECRET_KEY)
+ALLOWED_HOSTS = env.list(
+    "ALLOWED_HOSTS", default=["*"] if DEBUG else ["localhost", "127.0.0.1", "[::1]"]
 )
-ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["*"])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+# --- HTTP security ------------------------------------------------------------
+# Cookies go over HTTPS only, unless DEBUG or SECURE_COOKIES=false (plain HTTP on a
+# private network).
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env.bool("SECURE_COOKIES", default=not DEBUG)
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = CSRF_COOKIE_SAMESITE = "Lax"
+SESSION_COOKIE_AGE = env.int("SESSION_COOKIE_AGE", default=8 * 3600)
+# Behind a TLS-terminating proxy that sets X-Forwarded-Proto, say so to trust it.
+if env.bool("TRUST_X_FORWARDED_PROTO", default=False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=False)
+# The relay's clients are programs: never redirect them (a redirected POST loses
+# its body in most clients).
+SECURE_REDIRECT_EXEMPT = [r"^v1/", r"^healthz$", r"^readyz$", r"^metrics$"]
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+CONTENT_SECURITY_POLICY = env.str(
+    "CONTENT_SECURITY_POLICY",
+    default=(
+        "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+        "img-src 'self' data:; object-src 'none'; base-uri 'self'; "
+        "frame-ancestors 'none'; form-action 'self'"
+    ),
+)
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -41,7 +76,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "config.middleware.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "config.middleware.ContentSecurityPolicyMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -117,6 +154,8 @@ CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=not REDI
 # In-process (embedded) tasks must not turn a served request into an error: a failed
 # settlement is logged and picked up again by the embedded sweeper.
 CELERY_TASK_EAGER_PROPAGATES = False
+# Workers log through LOGGING above (JSON in production), not Celery's own format.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 4
@@ -202,12 +241,30 @@ SPECTACULAR_SETTINGS = {
 EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="tollgate@localhost")
 
+# JSON lines with the request id in production; readable lines when DEBUG is on.
+LOG_FORMAT = env.str("LOG_FORMAT", default="plain" if DEBUG else "json")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"request_id": {"()": "config.logs.RequestIdFilter"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
+        "json": {"()": "config.logs.JsonFormatter"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": LOG_FORMAT,
+            "filters": ["request_id"],
+        }
+    },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    # httpx logs every upstream URL at INFO; keep it to problems only.
-    "loggers": {"httpx": {"level": "WARNING"}, "httpcore": {"level": "WARNING"}},
+    "loggers": {
+        # Both log every upstream URL at INFO; keep them to problems only.
+        "httpx": {"level": "WARNING"},
+        "httpcore": {"level": "WARNING"},
+        # A 4xx is the caller's mistake, answered in the response; logging each one
+        # would let any client flood the logs. 5xx are still logged.
+        "django.request": {"level": "ERROR"},
+    },
 }

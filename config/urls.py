@@ -4,6 +4,7 @@ from django.urls import include, path
 
 from accounts import views as account_views
 from billing import views as billing_views
+from config import health
 from relay import views as relay_views
 from usage import views as usage_views
 
@@ -17,6 +18,9 @@ urlpatterns = [
     path("v1/messages", relay_views.messages),
     path("v1/embeddings", relay_views.embeddings),
     path("v1/models", relay_views.models),
+    # Probes.
+    path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
     # The management API.
     path("api/", include("config.api_urls")),
     # Staff.

@@ -36,6 +36,7 @@ from .validation import (
 )
 
 logger = logging.getLogger("tollgate.relay")
+access_log = logging.getLogger("tollgate.access")
 
 # Framing overhead added to the byte-based prompt estimate used for holds and limits.
 _PROMPT_OVERHEAD_TOKENS = 16
@@ -374,6 +375,29 @@ def relay_finish(*, grant: Grant, outcome: Outcome) -> tuple[int, int]:
     )
     limits.release(grant.admission, tokens_used=tokens.total)
     _report_health(outcome, route)
+    if access_log.isEnabledFor(logging.INFO):
+        # One line per request for operators: ids, outcome, tokens, money and timings;
+        # never the prompt, the completion or a key. The request id comes from the
+        # logging filter.
+        access_log.info(
+            "%s %s %s",
+            grant.endpoint.name,
+            route.model,
+            outcome.status,
+            extra={
+                "account_id": grant.key.account_id,
+                "api_key_id": grant.key.id,
+                "usage_id": usage_id,
+                "channel_id": channel.id if channel is not None else None,
+                "http_status": outcome.http_status,
+                "input_tokens": tokens.input,
+                "output_tokens": tokens.output,
+                "cost": cost,
+                "latency_ms": outcome.latency_ms,
+                "ttft_ms": outcome.ttft_ms,
+                "attempts": len(outcome.attempts),
+            },
+        )
     return usage_id, cost
 
 

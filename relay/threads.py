@@ -1,6 +1,7 @@
 """Synchronous database steps of the async views, run on worker threads."""
 
 import asyncio
+import contextvars
 import functools
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -45,6 +46,10 @@ def db(fn: Callable[P, T]) -> Callable[P, Awaitable[T]]:
     @functools.wraps(fn)
     async def call(*args: P.args, **kwargs: P.kwargs) -> T:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(_pool(), functools.partial(run, *args, **kwargs))
+        # In the caller's context, so log lines written there carry the request id.
+        context = contextvars.copy_context()
+        return await loop.run_in_executor(
+            _pool(), functools.partial(context.run, run, *args, **kwargs)
+        )
 
     return call

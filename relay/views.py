@@ -2,9 +2,7 @@
 
 import asyncio
 import logging
-import re
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -13,6 +11,8 @@ from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from billing.pricing import TokenCounts, micro_to_usd
+from config import logs
+from config.logs import request_id_from
 from usage.models import UsageRecord
 
 from . import anthropic, errors
@@ -48,14 +48,12 @@ from .tokens import count_completion, count_messages, count_text
 
 logger = logging.getLogger("tollgate.relay")
 
-_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
-
 
 def request_id_for(request: HttpRequest) -> str:
-    supplied = request.headers.get("x-request-id", "")
-    if _REQUEST_ID.fullmatch(supplied):
-        return supplied
-    return f"req_{uuid.uuid4().hex}"
+    rid = request_id_from(request.headers.get("x-request-id"))
+    # Every log line written while this request is served carries its id.
+    logs.request_id.set(rid)
+    return rid
 
 
 def bearer_key(request: HttpRequest) -> str | None:
