@@ -213,6 +213,12 @@ TOLLGATE = {
 TOLLGATE_STATE_DIR = env.path("TOLLGATE_STATE_DIR", default=BASE_DIR / "var")
 # Fernet keys that encrypt upstream keys at rest, newest first.
 TOLLGATE_ENCRYPTION_KEYS = env.list("TOLLGATE_ENCRYPTION_KEY", default=[])
+# /metrics answers loopback and private addresses without credentials; set this to
+# let a scraper elsewhere (or behind a proxy) in with `Authorization: Bearer <token>`.
+# With several web processes, also set PROMETHEUS_MULTIPROC_DIR to an empty directory
+# shared by them (see relay/metrics.py). A scraper reaching the server by IP needs
+# that address in ALLOWED_HOSTS.
+TOLLGATE_METRICS_TOKEN = env.str("TOLLGATE_METRICS_TOKEN", default="")
 DATA_UPLOAD_MAX_MEMORY_SIZE = TOLLGATE["MAX_BODY_BYTES"]
 
 LOGIN_URL = "/login/"

@@ -5,6 +5,7 @@ from django.urls import include, path
 from accounts import views as account_views
 from billing import views as billing_views
 from config import health
+from config import views as config_views
 from relay import views as relay_views
 from usage import views as usage_views
 
@@ -21,6 +22,7 @@ urlpatterns = [
     # Probes.
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
+    path("metrics", config_views.metrics, name="metrics"),
     # The management API.
     path("api/", include("config.api_urls")),
     # Staff.

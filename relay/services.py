@@ -22,7 +22,7 @@ from billing.services import HoldRefused, hold_reserve
 from usage.models import UsageRecord
 from usage.services import usage_record_finish, usage_record_reject
 
-from . import errors, health, limits
+from . import errors, health, limits, metrics
 from .errors import ApiError
 from .models import Channel
 from .router import MAX_ATTEMPTS
@@ -262,8 +262,15 @@ def relay_authorize(
 
     Raises ApiError. Refusals after authentication (but rate limiting) leave a
     ``rejected`` usage record so the account owner can see them in the usage log."""
-    key = authenticate(raw_key)
+    try:
+        key = authenticate(raw_key)
+    except ApiError as exc:
+        metrics.request_refused(endpoint=endpoint.name, model="", error=exc)
+        raise
     model = ""
+    # Labels the refusal in the metrics once the model is known to be priced; a raw
+    # model name would give every made-up name its own series.
+    priced_model = ""
     user = ""
     admission: limits.Admission | None = None
     try:
@@ -278,6 +285,7 @@ def relay_authorize(
                 f"Requests from {client_ip} are not allowed for this API key.", "ip_not_allowed"
             )
         routes = _routes(key, params, endpoint, request_id)
+        priced_model = params.model
         prompt_estimate = len(raw_body) // 3 + _PROMPT_OVERHEAD_TOKENS
         completion = _completion_reserve(params)
         try:
@@ -298,6 +306,7 @@ def relay_authorize(
             raise _refused(refused) from None
     except ApiError as exc:
         limits.release(admission, tokens_used=0)
+        metrics.request_refused(endpoint=endpoint.name, model=priced_model, error=exc)
         if exc.status != 401 and exc.code != "rate_limit_exceeded":
             usage_record_reject(
                 request_id=request_id,
@@ -374,6 +383,14 @@ def relay_finish(*, grant: Grant, outcome: Outcome) -> tuple[int, int]:
         client_ip=grant.client_ip,
     )
     limits.release(grant.admission, tokens_used=tokens.total)
+    metrics.request_finished(
+        grant=grant,
+        outcome=outcome,
+        model=route.model,
+        tokens=tokens,
+        cost=cost,
+        upstream_cost=upstream_cost,
+    )
     _report_health(outcome, route)
     if access_log.isEnabledFor(logging.INFO):
         # One line per request for operators: ids, outcome, tokens, money and timings;
