@@ -276,9 +276,10 @@ def relay_authorize(
     try:
         body = parse_json_object(raw_body)
         if isinstance(body.get("model"), str):
-            model = body["model"][:200]
+            # Kept on the refusal's usage record: PostgreSQL text cannot hold NUL.
+            model = body["model"][:200].replace("\x00", "")
         if isinstance(body.get("user"), str):
-            user = body["user"][:256]
+            user = body["user"][:256].replace("\x00", "")
         params = endpoint.validate(body)
         if not _ip_allowed(key.ip_allowlist, client_ip):
             raise errors.permission_denied(

@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol
 
 import orjson
+from django.db import InterfaceError, OperationalError
 
 from billing.pricing import TokenCounts, micro_to_usd
 from usage.models import UsageRecord
@@ -42,6 +43,50 @@ DONE = sse.encode(sse.DONE)
 _background: set[asyncio.Task] = set()
 
 Opener = Callable[[Route, ChannelInfo], Awaitable[UpstreamStream]]
+
+# How long a finished request keeps trying to write its usage record while the
+# database cannot be reached: a restart or a failover takes seconds, and the
+# upstream call it records has been paid for.
+FINISH_RETRY_SECONDS = 30.0
+
+
+def _recorded_again(*, grant: Grant, outcome: Outcome) -> tuple[int, int]:
+    # A connection that broke while the record was being committed may have lost
+    # only the acknowledgement: the hold identifies the request's record.
+    if grant.hold_id is not None:
+        existing = (
+            UsageRecord.objects.filter(hold_id=grant.hold_id).values_list("pk", "cost").first()
+        )
+        if existing is not None:
+            return existing
+    return relay_finish(grant=grant, outcome=outcome)
+
+
+async def _finish_with_retries(grant: Grant, outcome: Outcome) -> tuple[int, int]:
+    deadline = time.monotonic() + FINISH_RETRY_SECONDS
+    pause = 0.1
+    step = relay_finish
+    while True:
+        try:
+            return await db(step)(grant=grant, outcome=outcome)
+        except (OperationalError, InterfaceError):
+            if time.monotonic() + pause > deadline:
+                raise
+            logger.warning(
+                "database unavailable; retrying the usage record of %s", grant.request_id
+            )
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, 2.0)
+        step = _recorded_again
+
+
+async def finish_usage(grant: Grant, outcome: Outcome) -> tuple[int, int]:
+    """Write the usage record (see ``relay_finish``), waiting out a database restart.
+    Shielded, and kept referenced, so a client that goes away cannot stop it."""
+    task = asyncio.ensure_future(_finish_with_retries(grant, outcome))
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+    return await asyncio.shield(task)
 
 
 def _ms_since(started: float) -> int:
@@ -86,18 +131,23 @@ async def open_with_failover(
         except (UpstreamStreamError, StopAsyncIteration) as exc:
             await stream.aclose()
             code = exc.code if isinstance(exc, UpstreamStreamError) else "upstream_empty_stream"
+            # Silence after the headers is a timeout like silence before them.
+            status = 504 if code == "upstream_timeout" else 502
             attempts.append(
                 {
                     "channel": channel.id,
                     "model": route.model,
-                    "status": 502,
+                    "status": status,
                     "error": code,
                     "ms": _ms_since(started),
                 }
             )
-            failure = UpstreamFailure(
-                502, "The upstream provider's stream failed before it began.", code=code
+            message = (
+                "The upstream provider timed out."
+                if status == 504
+                else "The upstream provider's stream failed before it began."
             )
+            failure = UpstreamFailure(status, message, code=code)
             continue
         except BaseException:
             await asyncio.shield(stream.aclose())
@@ -389,7 +439,12 @@ class StreamRelay:
             latency_ms=_ms_since(self.started),
             ttft_ms=self.ttft_ms,
         )
-        await asyncio.shield(db(relay_finish)(grant=self.grant, outcome=outcome))
+        try:
+            await finish_usage(self.grant, outcome)
+        except (OperationalError, InterfaceError):
+            # Everything was sent: end the stream cleanly rather than break it. The
+            # hold is released by the expiry sweep.
+            logger.exception("usage of %s could not be recorded", self.grant.request_id)
 
     def finish_if_never_started(self, _task: asyncio.Task) -> None:
         """Safety net for a response the server never started to send (the client

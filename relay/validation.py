@@ -13,6 +13,9 @@ from .errors import invalid_request
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 MAX_N = 128
+# Far beyond any model's output, and low enough that the hold for ``n`` choices of it
+# still fits the ledger's 64-bit amounts.
+MAX_TOKENS = 2**31 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +45,18 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
         ) from None
     if not isinstance(body, dict):
         raise invalid_request("The request body must be a JSON object.")
+    try:
+        # The parser accepts deeper nesting than the serialiser that forwards the body
+        # upstream; refuse it here, before any money is held for it.
+        orjson.dumps(body)
+    except TypeError:
+        raise invalid_request("The JSON body of your request is nested too deeply.") from None
     return body
+
+
+def _text(value: str) -> str:
+    """A caller's string as it may be stored: PostgreSQL text cannot hold NUL."""
+    return value[:256].replace("\x00", "")
 
 
 def _is_int(value: Any) -> bool:
@@ -98,13 +112,18 @@ def validate_chat(body: dict[str, Any]) -> RequestParams:
         if not isinstance(message, dict):
             raise invalid_request(f"`messages[{i}]` must be an object.", param=f"messages[{i}]")
         role = message.get("role")
-        if role not in ROLES:
+        if not isinstance(role, str) or role not in ROLES:
             raise invalid_request(
                 f"`messages[{i}].role` must be one of {', '.join(sorted(ROLES))}.",
                 param=f"messages[{i}].role",
             )
-    max_tokens = _positive_int(body, "max_tokens")
-    max_completion_tokens = _positive_int(body, "max_completion_tokens")
+        if not isinstance(message.get("content"), str | list | None):
+            raise invalid_request(
+                f"`messages[{i}].content` must be a string or an array of content parts.",
+                param=f"messages[{i}].content",
+            )
+    max_tokens = _positive_int(body, "max_tokens", MAX_TOKENS)
+    max_completion_tokens = _positive_int(body, "max_completion_tokens", MAX_TOKENS)
     _range(body, "temperature", 0, 2)
     _range(body, "top_p", 0, 1)
     _range(body, "presence_penalty", -2, 2)
@@ -124,6 +143,16 @@ def validate_chat(body: dict[str, Any]) -> RequestParams:
         if not isinstance(stream_options, dict):
             raise invalid_request("`stream_options` must be an object.", param="stream_options")
         include_usage = stream_options.get("include_usage") is True
+    tools = body.get("tools")
+    if tools is not None:
+        if not isinstance(tools, list):
+            raise invalid_request("`tools` must be an array of tool objects.", param="tools")
+        for i, tool in enumerate(tools):
+            if not isinstance(tool, dict):
+                raise invalid_request(f"`tools[{i}]` must be an object.", param=f"tools[{i}]")
+    tool_choice = body.get("tool_choice")
+    if tool_choice is not None and not isinstance(tool_choice, str | dict):
+        raise invalid_request("`tool_choice` must be a string or an object.", param="tool_choice")
 
     user = body.get("user")
     if user is not None and not isinstance(user, str):
@@ -135,7 +164,7 @@ def validate_chat(body: dict[str, Any]) -> RequestParams:
         include_usage=include_usage,
         max_tokens=max_completion_tokens or max_tokens,
         n=n,
-        user=(user or "")[:256],
+        user=_text(user or ""),
     )
 
 
@@ -143,7 +172,7 @@ def _string(body: dict, name: str) -> str:
     value = body.get(name)
     if value is not None and not isinstance(value, str):
         raise invalid_request(f"`{name}` must be a string.", param=name)
-    return (value or "")[:256]
+    return _text(value or "")
 
 
 def validate_messages(body: dict[str, Any]) -> RequestParams:
@@ -152,7 +181,7 @@ def validate_messages(body: dict[str, Any]) -> RequestParams:
     max_tokens = body.get("max_tokens")
     if max_tokens is None:
         raise invalid_request("`max_tokens` is required.", param="max_tokens")
-    _positive_int(body, "max_tokens")
+    _positive_int(body, "max_tokens", MAX_TOKENS)
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise invalid_request("`messages` must be a non-empty array.", param="messages")
@@ -193,7 +222,7 @@ def validate_messages(body: dict[str, Any]) -> RequestParams:
         include_usage=True,
         max_tokens=max_tokens,
         n=1,
-        user=user[:256] if isinstance(user, str) else "",
+        user=_text(user) if isinstance(user, str) else "",
     )
 
 

@@ -7,6 +7,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
+from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
@@ -31,7 +34,6 @@ from .services import (
     Route,
     authenticate,
     relay_authorize,
-    relay_finish,
 )
 from .streaming import (
     AnthropicAccounting,
@@ -41,6 +43,7 @@ from .streaming import (
     OpenAIAccounting,
     StreamRelay,
     candidates,
+    finish_usage,
     open_with_failover,
 )
 from .threads import db
@@ -108,8 +111,7 @@ def _prompt_messages(grant: Grant) -> list[Any]:
 
 
 async def _finish(grant: Grant, outcome: Outcome) -> tuple[int, int]:
-    # Shielded: a client that goes away must not stop the usage record being written.
-    return await asyncio.shield(db(relay_finish)(grant=grant, outcome=outcome))
+    return await finish_usage(grant, outcome)
 
 
 def _cancelled(grant: Grant, attempts: list[dict[str, Any]], started: float) -> Outcome:
@@ -346,6 +348,26 @@ def _internal_error(request_id: str, anthropic_shape: bool) -> HttpResponse:
     ).response(request_id, anthropic=anthropic_shape)
 
 
+def _unavailable(request_id: str, anthropic_shape: bool) -> HttpResponse:
+    # The database is restarting or failing over: worth retrying shortly, unlike a 500.
+    return ApiError(
+        503,
+        f"The gateway is briefly unavailable; retry shortly (request id: {request_id}).",
+        type="api_error",
+        code="service_unavailable",
+        headers={"retry-after": "1"},
+    ).response(request_id, anthropic=anthropic_shape)
+
+
+def _too_large(request_id: str, anthropic_shape: bool) -> HttpResponse:
+    return ApiError(
+        413,
+        f"The request body is larger than {settings.TOLLGATE['MAX_BODY_BYTES']} bytes.",
+        type="invalid_request_error",
+        code="request_too_large",
+    ).response(request_id, anthropic=anthropic_shape)
+
+
 async def _serve(
     request: HttpRequest, endpoint: Endpoint, raw_key: str | None
 ) -> HttpResponse | StreamingHttpResponse:
@@ -355,10 +377,15 @@ async def _serve(
     if request.method != "POST":
         return _method_not_allowed(request_id, "POST", anthropic_shape)
     try:
+        # Over DATA_UPLOAD_MAX_MEMORY_SIZE (TOLLGATE["MAX_BODY_BYTES"]), declared or not.
+        raw_body = request.body
+    except RequestDataTooBig:
+        return _too_large(request_id, anthropic_shape)
+    try:
         grant = await db(relay_authorize)(
             endpoint=endpoint,
             raw_key=raw_key,
-            raw_body=request.body,
+            raw_body=raw_body,
             client_ip=client_ip(request),
             request_id=request_id,
         )
@@ -367,6 +394,9 @@ async def _serve(
         return await _complete(grant, started)
     except ApiError as exc:
         return exc.response(request_id, anthropic=anthropic_shape)
+    except (OperationalError, InterfaceError) as exc:
+        logger.warning("request %s failed: database unavailable (%s)", request_id, exc)
+        return _unavailable(request_id, anthropic_shape)
     except Exception:
         logger.exception("request %s failed inside the gateway", request_id)
         return _internal_error(request_id, anthropic_shape)
