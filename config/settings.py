@@ -222,6 +222,15 @@ TOLLGATE_METRICS_TOKEN = env.str("TOLLGATE_METRICS_TOKEN", default="")
 DATA_UPLOAD_MAX_MEMORY_SIZE = TOLLGATE["MAX_BODY_BYTES"]
 
 LOGIN_URL = "/login/"
+# Sign-in throttling for the console and the admin (accounts/login.py): this many
+# failed attempts within the window lock the username, or the client address, out
+# for the cool-down.
+LOGIN_THROTTLE = {
+    "FAILURES_PER_USERNAME": env.int("LOGIN_FAILURES_PER_USERNAME", default=5),
+    "FAILURES_PER_IP": env.int("LOGIN_FAILURES_PER_IP", default=20),
+    "WINDOW_SECONDS": env.int("LOGIN_FAILURE_WINDOW_SECONDS", default=900),
+    "COOLDOWN_SECONDS": env.int("LOGIN_COOLDOWN_SECONDS", default=900),
+}
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/login/"
 

@@ -3,6 +3,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from accounts import views as account_views
+from accounts.login import ThrottledAdminAuthenticationForm, ThrottledAuthenticationForm
 from billing import views as billing_views
 from config import health
 from config import views as config_views
@@ -12,6 +13,7 @@ from usage import views as usage_views
 admin.site.site_header = "Tollgate administration"
 admin.site.site_title = "Tollgate admin"
 admin.site.index_title = "Accounts, money, channels and usage"
+admin.site.login_form = ThrottledAdminAuthenticationForm
 
 urlpatterns = [
     # The relay: OpenAI- and Anthropic-compatible, key-authenticated.
@@ -29,7 +31,13 @@ urlpatterns = [
     path("admin/overview/", billing_views.admin_overview, name="admin-overview"),
     path("admin/", admin.site.urls),
     # The console.
-    path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
+    path(
+        "login/",
+        auth_views.LoginView.as_view(
+            redirect_authenticated_user=True, authentication_form=ThrottledAuthenticationForm
+        ),
+        name="login",
+    ),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("", account_views.dashboard, name="dashboard"),
     path("keys/", account_views.keys, name="keys"),
