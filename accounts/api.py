@@ -277,7 +277,10 @@ class AccountViewSet(
         request=MembershipSerializer,
         responses={201: MembershipSerializer},
     )
-    @action(detail=True, methods=["get", "post"], permission_classes=[IsStaff])
+    # The list is short and answered whole; without this the schema promises a page.
+    @action(
+        detail=True, methods=["get", "post"], permission_classes=[IsStaff], pagination_class=None
+    )
     def members(self, request: Request, pk: str | None = None) -> Response:
         account = self.get_object()
         if request.method == "GET":
