@@ -14,6 +14,8 @@ import traceback
 import uuid
 from datetime import UTC, datetime
 
+import orjson
+
 request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "tollgate_request_id", default=None
 )
@@ -53,4 +55,7 @@ class JsonFormatter(logging.Formatter):
                 entry[key] = value
         if record.exc_info:
             entry["exception"] = "".join(traceback.format_exception(*record.exc_info)).rstrip()
-        return json.dumps(entry, default=str)
+        try:
+            return orjson.dumps(entry, default=str).decode()
+        except TypeError:  # what orjson cannot write (an integer past 64 bits)
+            return json.dumps(entry, default=str)

@@ -11,7 +11,9 @@ resolution, error handling and disconnect handling, and drops the rest.
 """
 
 import asyncio
+import io
 
+from django.conf import settings
 from django.core.exceptions import RequestAborted
 from django.core.handlers.asgi import ASGIHandler
 from django.core.handlers.exception import convert_exception_to_response
@@ -73,6 +75,28 @@ class RelayASGIHandler(ASGIHandler):
                 except asyncio.CancelledError:
                     pass
         body_file.close()
+
+    async def read_body(self, receive):
+        """The body in memory rather than in a spooled temporary file (a file object
+        per request costs more than the relay's bodies are worth). Only up to one
+        byte past ``DATA_UPLOAD_MAX_MEMORY_SIZE`` is kept, enough for the request to
+        refuse it as too large; the rest is read and dropped."""
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        keep = None if limit is None else limit + 1
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise RequestAborted()
+            body = message.get("body")
+            if body and (keep is None or size < keep):
+                if keep is not None:
+                    body = body[: keep - size]
+                chunks.append(body)
+                size += len(body)
+            if not message.get("more_body", False):
+                return io.BytesIO(b"".join(chunks))
 
     @staticmethod
     def get_script_prefix(scope) -> str:
