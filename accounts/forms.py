@@ -3,7 +3,7 @@ from decimal import Decimal
 
 from django import forms
 
-from billing.pricing import micro_to_usd, usd_to_micro
+from billing.pricing import COUNT_MAX, micro_to_usd, usd_to_micro
 
 from .models import ApiKey
 
@@ -24,9 +24,15 @@ class ApiKeyForm(forms.Form):
         widget=forms.CheckboxSelectMultiple,
         help_text="None ticked: every model of your price group.",
     )
-    rpm_limit = forms.IntegerField(label="Requests / minute", required=False, min_value=1)
-    tpm_limit = forms.IntegerField(label="Tokens / minute", required=False, min_value=1)
-    concurrency_limit = forms.IntegerField(label="Concurrent requests", required=False, min_value=1)
+    rpm_limit = forms.IntegerField(
+        label="Requests / minute", required=False, min_value=1, max_value=COUNT_MAX
+    )
+    tpm_limit = forms.IntegerField(
+        label="Tokens / minute", required=False, min_value=1, max_value=COUNT_MAX
+    )
+    concurrency_limit = forms.IntegerField(
+        label="Concurrent requests", required=False, min_value=1, max_value=COUNT_MAX
+    )
     daily_spend = forms.DecimalField(
         label="Spend limit / day (USD)",
         required=False,

@@ -12,7 +12,7 @@ from django.db import transaction
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from billing.pricing import micro_to_usd
+from billing.pricing import AMOUNT_MAX, COUNT_MAX, micro_to_usd
 
 from .models import Account, ApiKey, AutoStrategy, Membership
 from .services import account_create, account_update
@@ -46,6 +46,7 @@ class AccountSerializer(serializers.ModelSerializer):
     available = serializers.IntegerField(read_only=True, help_text=f"balance - held. {MICRO_USD}")
     overdraft_limit = serializers.IntegerField(
         min_value=0,
+        max_value=AMOUNT_MAX,
         required=False,
         help_text=f"How far settlement may take the balance below zero. {MICRO_USD} "
         "Defaults to the configured default overdraft.",
@@ -58,6 +59,7 @@ class AccountSerializer(serializers.ModelSerializer):
     )
     low_balance_threshold = serializers.IntegerField(
         min_value=0,
+        max_value=AMOUNT_MAX,
         required=False,
         allow_null=True,
         help_text=f"Members are emailed once when the balance falls below this. {MICRO_USD}",
@@ -128,7 +130,9 @@ class BalanceSerializer(serializers.Serializer):
 
 class CreditSerializer(serializers.Serializer):
     amount = serializers.IntegerField(
-        help_text=f"{MICRO_USD} A top-up must be positive; an adjustment may be negative."
+        min_value=-AMOUNT_MAX,
+        max_value=AMOUNT_MAX,
+        help_text=f"{MICRO_USD} A top-up must be positive; an adjustment may be negative.",
     )
     kind = serializers.ChoiceField(choices=[("topup", "Top-up"), ("adjustment", "Adjustment")])
     memo = serializers.CharField(
@@ -203,14 +207,28 @@ class ApiKeyPolicySerializer(serializers.Serializer):
         required=False,
         help_text="Addresses or CIDR networks; empty: any client address.",
     )
-    rpm_limit = serializers.IntegerField(min_value=1, required=False, allow_null=True)
-    tpm_limit = serializers.IntegerField(min_value=1, required=False, allow_null=True)
-    concurrency_limit = serializers.IntegerField(min_value=1, required=False, allow_null=True)
+    rpm_limit = serializers.IntegerField(
+        min_value=1, max_value=COUNT_MAX, required=False, allow_null=True
+    )
+    tpm_limit = serializers.IntegerField(
+        min_value=1, max_value=COUNT_MAX, required=False, allow_null=True
+    )
+    concurrency_limit = serializers.IntegerField(
+        min_value=1, max_value=COUNT_MAX, required=False, allow_null=True
+    )
     daily_spend_limit = serializers.IntegerField(
-        min_value=1, required=False, allow_null=True, help_text=f"Per UTC day. {MICRO_USD}"
+        min_value=1,
+        max_value=AMOUNT_MAX,
+        required=False,
+        allow_null=True,
+        help_text=f"Per UTC day. {MICRO_USD}",
     )
     monthly_spend_limit = serializers.IntegerField(
-        min_value=1, required=False, allow_null=True, help_text=f"Per UTC month. {MICRO_USD}"
+        min_value=1,
+        max_value=AMOUNT_MAX,
+        required=False,
+        allow_null=True,
+        help_text=f"Per UTC month. {MICRO_USD}",
     )
 
 

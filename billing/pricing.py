@@ -11,6 +11,11 @@ from decimal import Decimal
 from typing import Any
 
 PICO_PER_MICRO = 1_000_000
+# The largest amount a person may type (a billion dollars in micro-USD): far inside
+# the ledger's 64-bit columns, so sums of many such amounts still fit.
+AMOUNT_MAX = 10**15
+# The largest count or limit stored in a PositiveIntegerField column.
+COUNT_MAX = 2**31 - 1
 
 
 def per_m_to_pico(value: Decimal | str | int | None) -> int:

@@ -15,7 +15,7 @@ from accounts.models import Account
 from accounts.serializers import MICRO_USD, StaffOnlyFieldsMixin
 
 from .models import Entry, ModelPrice, PriceGroup, RedemptionCode, Statement, Transaction
-from .pricing import micro_to_usd
+from .pricing import AMOUNT_MAX, micro_to_usd
 
 PER_M = "USD per 1M tokens, up to six decimals."
 
@@ -184,7 +184,9 @@ class RedemptionCodeSerializer(serializers.ModelSerializer):
 
 
 class RedemptionCodeCreateSerializer(serializers.Serializer):
-    amount = serializers.IntegerField(min_value=1, help_text=f"Value of each code. {MICRO_USD}")
+    amount = serializers.IntegerField(
+        min_value=1, max_value=AMOUNT_MAX, help_text=f"Value of each code. {MICRO_USD}"
+    )
     count = serializers.IntegerField(min_value=1, max_value=1000, default=1)
     memo = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
     expires_at = serializers.DateTimeField(required=False, allow_null=True, default=None)

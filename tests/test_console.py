@@ -101,11 +101,15 @@ def test_creating_a_key_shows_the_secret_once(member):
 
 def test_key_form_errors_are_shown_in_place_and_nothing_is_made(member):
     client, _, _ = member
-    response = client.post("/keys/", {"name": "", "rpm_limit": "0", "ip_allowlist": "not-an-ip"})
+    response = client.post(
+        "/keys/",
+        {"name": "", "rpm_limit": "0", "tpm_limit": "99999999999", "ip_allowlist": "not-an-ip"},
+    )
     page = response.content.decode()
     assert response.status_code == 200
     assert "This field is required." in page
     assert "greater than or equal to 1" in page
+    assert "less than or equal to 2147483647" in page
     assert "“not-an-ip” is not an IP address" in page
     assert not ApiKey.objects.exists()
 

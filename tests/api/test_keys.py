@@ -90,6 +90,9 @@ def test_limits_and_policy_are_updated_and_reach_the_relay_at_once(world):
         {"ip_allowlist": ["not-an-ip"]},
         {"daily_spend_limit": 0},
         {"rpm_limit": -1},
+        # Past the columns' range: once a database error and a 500.
+        {"tpm_limit": 2**40},
+        {"monthly_spend_limit": 2**63},
         {"name": ""},
         {"key_hash": "0" * 64, "status": "active", "account": 999},
     ],
