@@ -89,6 +89,11 @@ def auth_key_get(*, key_hash: str) -> AuthKey | None:
     return _auth_cache.get_or_load(key_hash, lambda: _auth_key_load(key_hash))
 
 
+def auth_key_cached(*, key_hash: str) -> tuple[bool, AuthKey | None]:
+    """(found, key) from this process's cache only; an unknown key is cached too."""
+    return _auth_cache.lookup(key_hash)
+
+
 def auth_cache_invalidate(*, key_hash: str | None = None) -> None:
     _auth_cache.invalidate(key_hash)
 

@@ -36,12 +36,17 @@ def price_book(*, group_id: int) -> PriceBook:
     return _price_cache.get_or_load(group_id, lambda: _price_book_load(group_id))
 
 
-def price_current(*, group_id: int, model: str, at: datetime | None = None) -> Price | None:
+def price_book_cached(*, group_id: int) -> PriceBook | None:
+    """The group's price book if this process has it cached (no loading)."""
+    return _price_cache.peek(group_id)
+
+
+def price_in_book(book: PriceBook, model: str, at: datetime | None = None) -> Price | None:
     """The price version in effect at ``at`` (now by default), or None if unpriced.
 
     Versions scheduled for later are in the cached book too, so a change takes
     effect exactly at its ``effective_from``."""
-    versions = price_book(group_id=group_id).get(model)
+    versions = book.get(model)
     if not versions:
         return None
     at = at or timezone.now()
@@ -51,14 +56,22 @@ def price_current(*, group_id: int, model: str, at: datetime | None = None) -> P
     return None
 
 
-def prices_current(*, group_id: int) -> dict[str, Price]:
+def prices_in_book(book: PriceBook) -> dict[str, Price]:
     now = timezone.now()
     result = {}
-    for model in price_book(group_id=group_id):
-        price = price_current(group_id=group_id, model=model, at=now)
+    for model in book:
+        price = price_in_book(book, model, now)
         if price is not None:
             result[model] = price
     return result
+
+
+def price_current(*, group_id: int, model: str, at: datetime | None = None) -> Price | None:
+    return price_in_book(price_book(group_id=group_id), model, at)
+
+
+def prices_current(*, group_id: int) -> dict[str, Price]:
+    return prices_in_book(price_book(group_id=group_id))
 
 
 def price_cache_invalidate(*, group_id: int | None = None) -> None:

@@ -19,8 +19,10 @@ from django.db.models.functions import Now
 from django.utils import timezone
 
 from accounts.models import Account, ApiKey
+from config import adb
 from config.localcache import TTLCache
 from config.sql import fetch_one
+from config.threads import db
 from usage.services import usage_daily_add
 
 from .models import (
@@ -267,6 +269,28 @@ def hold_reserve(*, api_key_id: int, account_id: int, amount: int, request_id: s
         )
     else:
         result = _hold_reserve_portable(api_key_id, account_id, amount, request_id)
+    if result < 0:
+        raise HoldRefused(_REFUSALS[result])
+    return result
+
+
+async def hold_reserve_async(
+    *, api_key_id: int, account_id: int, amount: int, request_id: str
+) -> int:
+    """``hold_reserve`` for the relay's event loop: the same function, on the loop's
+    own PostgreSQL connection (``config.adb``), or on a database thread elsewhere."""
+    if not adb.enabled():
+        return await db(hold_reserve)(
+            api_key_id=api_key_id, account_id=account_id, amount=amount, request_id=request_id
+        )
+    if amount <= 0:
+        raise ValueError("a hold must be positive")
+    row = await adb.fetch_one(
+        "SELECT tollgate_hold_reserve(%s, %s, %s, %s)",
+        [api_key_id, account_id, amount, request_id],
+    )
+    assert row is not None
+    (result,) = row
     if result < 0:
         raise HoldRefused(_REFUSALS[result])
     return result

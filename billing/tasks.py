@@ -13,6 +13,7 @@ from django.core.mail import send_mail
 
 from accounts.models import Account
 from config import shared
+from config.threads import spawn
 
 from . import services
 from .reconcile import ledger_check
@@ -56,20 +57,27 @@ SETTLE_SCHEDULED = "tg:settle:scheduled"
 
 
 # A web process asks at most once per window; asks that fall inside a window are
-# answered by one trailing ask at its end, made after their records committed.
-SETTLE_ASK_WINDOW = 0.05
+# answered by one trailing ask at its end, made after their records committed. An
+# ask costs the web process a Redis round trip (and, when no drain is queued, a
+# Celery message): a quarter of a second bounds that to a few per second however
+# busy the process is, and lets each drain settle a bigger batch, at the price of
+# balances catching up a quarter of a second later (holds cover the gap).
+SETTLE_ASK_WINDOW = 0.25
 _ask_lock = threading.Lock()
 _ask_last = 0.0
 _ask_timer: threading.Timer | None = None
 
 
-def settlement_request() -> None:
+def settlement_request(*, background: bool = False) -> None:
     """Ask for pending usage to be settled, coalescing requests: at most one drain is
     queued at a time, so a busy gateway sends one message per drain instead of one
     per request, and the drain settles in batches (one ledger transaction per
     account per batch). Each web process also debounces its own asks, so a busy
     process touches Redis a few times a second rather than once per request. Without
-    Redis the drain runs right here (embedded mode)."""
+    Redis the drain runs right here (embedded mode).
+
+    ``background``: the caller is the relay's event loop, which must not wait for
+    Redis; an ask that is due is made on a thread."""
     global _ask_last, _ask_timer
     if settings.CELERY_TASK_ALWAYS_EAGER:
         _settlement_ask()
@@ -84,7 +92,10 @@ def settlement_request() -> None:
                 _ask_timer.daemon = True
                 _ask_timer.start()
             return
-    _settlement_ask()
+    if background:
+        spawn(_settlement_ask)
+    else:
+        _settlement_ask()
 
 
 def _trailing_ask() -> None:
@@ -95,6 +106,29 @@ def _trailing_ask() -> None:
     _settlement_ask()
 
 
+# Queue a drain unless one is queued; returns -1 if one was, else the delay (ms) that
+# keeps drains at least the minimum interval apart.
+_ASK = shared.Script(
+    """
+if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[2]) then return -1 end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local last = tonumber(redis.call('GET', KEYS[2]) or '0')
+return math.max(0, last + tonumber(ARGV[1]) - now)
+"""
+)
+# A drain starts: clear the queued flag (a record committed from now on asks again)
+# and note when, by Redis's clock.
+_DRAIN_STARTED = shared.Script(
+    """
+local t = redis.call('TIME')
+redis.call('SET', KEYS[2], tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000), 'EX', 3600)
+return redis.call('DEL', KEYS[1])
+"""
+)
+SETTLE_LAST = "tg:settle:last"
+
+
 def _settlement_ask() -> None:
     conn = shared.client()
     if conn is None:
@@ -102,13 +136,16 @@ def _settlement_ask() -> None:
             usage_settle_pending.delay()
         # Redis is down: the beat's sweep settles when it is back.
         return
+    interval_ms = int(settings.TOLLGATE["SETTLE_INTERVAL"] * 1000)
     try:
-        first = conn.set(SETTLE_SCHEDULED, "1", nx=True, ex=10)
+        delay_ms = _ASK([SETTLE_SCHEDULED, SETTLE_LAST], [interval_ms, 10 + interval_ms // 1000])
     except redis.RedisError as exc:
         shared.failed(exc)
         return
-    if first:
-        usage_settle_pending.delay()
+    if delay_ms >= 0:
+        # A quiet gateway is settled at once; a busy one at most once per interval, so
+        # each drain takes a batch worth a ledger transaction rather than a handful.
+        usage_settle_pending.apply_async(countdown=delay_ms / 1000 if delay_ms else None)
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True)
@@ -119,13 +156,16 @@ def usage_settle_pending(limit: int = 500) -> int:
     conn = shared.client()
     if conn is not None:
         try:
-            # Cleared before reading: a record committed from now on asks again.
-            conn.delete(SETTLE_SCHEDULED)
+            _DRAIN_STARTED([SETTLE_SCHEDULED, SETTLE_LAST], [])
         except redis.RedisError as exc:
             shared.failed(exc)
     total = 0
-    while settled := services.settlement_run(limit=limit):
+    # A batch that was not full took everything committed before it began; anything
+    # committed since asked for its own drain.
+    while (settled := services.settlement_run(limit=limit)) > 0:
         total += settled
+        if settled < limit:
+            break
     return total
 
 

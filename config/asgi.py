@@ -55,13 +55,19 @@ if settings.CELERY_TASK_ALWAYS_EAGER:
 
 
 async def _lifespan(receive, send) -> None:
+    from config import adb
     from relay.client import close_sessions
+    from relay.streaming import finishing_done
 
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
+            # Usage records still being written (a client that left, a database
+            # that is restarting) are written before the connections close.
+            await finishing_done()
+            await adb.close()
             await close_sessions()
             await send({"type": "lifespan.shutdown.complete"})
             return

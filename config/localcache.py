@@ -37,10 +37,15 @@ class TTLCache(Generic[V]):
         self._data[key] = (time.monotonic() + self._ttl(), value)
 
     def peek(self, key: Hashable) -> V | None:
+        return self.lookup(key)[1]
+
+    def lookup(self, key: Hashable) -> tuple[bool, V | None]:
+        """(found, value) without loading: lets the event loop use a fresh entry
+        (``None`` included) and go to a thread only on a miss."""
         hit = self._data.get(key)
         if hit is not None and hit[0] > time.monotonic():
-            return hit[1]
-        return None
+            return True, hit[1]
+        return False, None
 
     def invalidate(self, key: Hashable | None = None) -> None:
         if key is None:

@@ -187,6 +187,9 @@ TOLLGATE = {
     "AUTH_CACHE_TTL": env.float("TOLLGATE_AUTH_CACHE_TTL", default=10.0),
     "PRICE_CACHE_TTL": env.float("TOLLGATE_PRICE_CACHE_TTL", default=10.0),
     "CHANNEL_CACHE_TTL": env.float("TOLLGATE_CHANNEL_CACHE_TTL", default=5.0),
+    # Settlement drains start at most this often (seconds): a quiet gateway is
+    # settled at once, a busy one in batches.
+    "SETTLE_INTERVAL": env.float("TOLLGATE_SETTLE_INTERVAL", default=0.5),
     # An open hold older than this is released by the sweeper.
     "HOLD_TTL_SECONDS": env.int("TOLLGATE_HOLD_TTL_SECONDS", default=3600),
     # How far below zero settlement may take a new account when a request costs more
@@ -203,8 +206,12 @@ TOLLGATE = {
     "HEALTH_WINDOW": env.float("TOLLGATE_HEALTH_WINDOW", default=60.0),
     "HEALTH_COOLDOWN": env.float("TOLLGATE_HEALTH_COOLDOWN", default=30.0),
     "HEALTH_COOLDOWN_MAX": env.float("TOLLGATE_HEALTH_COOLDOWN_MAX", default=600.0),
-    # Threads (and so database connections) per web process for the relay's two
-    # database steps.
+    # PostgreSQL connections per web process for the relay's two per-request
+    # statements, run on the event loop (config.adb).
+    "DB_CONNECTIONS": env.int("TOLLGATE_DB_CONNECTIONS", default=8),
+    # Threads (each with its own database connection, opened on first use) per web
+    # process for what the relay does off the event loop: cache misses, Redis calls
+    # for rate limits and health, refusals; and every database step on SQLite.
     "DB_THREADS": env.int("TOLLGATE_DB_THREADS", default=8),
     # Largest request body accepted on /v1/* (bytes).
     "MAX_BODY_BYTES": env.int("TOLLGATE_MAX_BODY_BYTES", default=8 * 1024 * 1024),

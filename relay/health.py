@@ -19,10 +19,12 @@ import redis
 from django.conf import settings
 
 from config import shared
+from config.threads import spawn
 
 COOLING_KEY = "tg:h:cooling"
 LATENCY_KEY = "tg:lat"
 _SNAPSHOT_SECONDS = 1.0
+_LATENCY_SNAPSHOT_SECONDS = 5.0
 # Errors that say something about the channel (not about the request).
 HEALTH_ERRORS = frozenset(
     {
@@ -138,9 +140,19 @@ def cooling() -> dict[int, tuple[float, int]]:
     return state
 
 
+def cooling_cached() -> dict[int, tuple[float, int]] | None:
+    """The snapshot ``cooling()`` would return, if it is fresh (no Redis call)."""
+    taken, state = _snapshot
+    return state if time.monotonic() - taken < _SNAPSHOT_SECONDS else None
+
+
+def available(state: dict[int, tuple[float, int]], channel_id: int) -> bool:
+    entry = state.get(channel_id)
+    return entry is None or entry[0] <= time.time() * 1000
+
+
 def is_available(channel_id: int) -> bool:
-    state = cooling().get(channel_id)
-    return state is None or state[0] <= time.time() * 1000
+    return available(cooling(), channel_id)
 
 
 def channel_failed(channel_id: int) -> float | None:
@@ -194,7 +206,8 @@ _pushed: dict[str, float] = {}
 
 def latency_observed(model: str, ms: int) -> None:
     """Fold one latency sample into this process's moving average; share it through
-    Redis at most once a second per model (not a Redis call per request)."""
+    Redis at most once a second per model (not a Redis call per request), from a
+    thread, so the relay's event loop never waits for it."""
     with _local.lock:
         old = _local.latency.get(model, float(ms))
         value = _local.latency[model] = old * 0.8 + ms * 0.2
@@ -202,6 +215,10 @@ def latency_observed(model: str, ms: int) -> None:
     if now - _pushed.get(model, 0.0) < 1.0:
         return
     _pushed[model] = now
+    spawn(_latency_push, model, value)
+
+
+def _latency_push(model: str, value: float) -> None:
     conn = shared.client()
     if conn is not None:
         try:
@@ -210,11 +227,17 @@ def latency_observed(model: str, ms: int) -> None:
             shared.failed(exc)
 
 
+def latencies_cached() -> dict[str, float] | None:
+    """The snapshot ``latencies()`` would return, if it is fresh (no Redis call)."""
+    taken, values = _latency_snapshot
+    return values if time.monotonic() - taken < _LATENCY_SNAPSHOT_SECONDS else None
+
+
 def latencies() -> dict[str, float]:
     """Moving average latency (ms) per model, at most a few seconds old."""
     global _latency_snapshot
     now = time.monotonic()
-    if now - _latency_snapshot[0] < 5.0:
+    if now - _latency_snapshot[0] < _LATENCY_SNAPSHOT_SECONDS:
         return _latency_snapshot[1]
     values: dict[str, float] = {}
     conn = shared.client()

@@ -156,16 +156,23 @@ def _headers(
     return headers
 
 
+def applies(key: AuthKey) -> bool:
+    """Whether any rate or concurrency limit applies to requests with this key."""
+    return bool(
+        key.rpm_limit or key.tpm_limit or key.concurrency_limit or key.account_concurrency_limit
+    )
+
+
 def admit(*, key: AuthKey, request_id: str, tokens: int) -> Admission | None:
     """Take one request and ``tokens`` from the key's and account's limits.
 
     Returns None when no limit applies; raises RateLimited when one is exceeded."""
+    if not applies(key):
+        return None
     rpm = key.rpm_limit or 0
     tpm = key.tpm_limit or 0
     kc = key.concurrency_limit or 0
     ac = key.account_concurrency_limit or 0
-    if not (rpm or tpm or kc or ac):
-        return None
     args = [rpm, tpm, tokens, kc, ac, request_id, STALE_MS]
     keys = _keys(key.id, key.account_id)
     try:

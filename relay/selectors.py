@@ -73,6 +73,11 @@ def channels_enabled() -> list[ChannelInfo]:
     return _channel_cache.get_or_load("enabled", _channels_load)
 
 
+def channels_cached() -> list[ChannelInfo] | None:
+    """The enabled channels if this process has them cached (no loading)."""
+    return _channel_cache.peek("enabled")
+
+
 def channels_for_model(model: str) -> list[ChannelInfo]:
     return [ch for ch in channels_enabled() if model in ch.models]
 

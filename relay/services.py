@@ -1,32 +1,48 @@
 """The two database steps of a relayed request: authorise+reserve, and finish.
 
-Both are synchronous and run on a worker thread; each makes one round trip to the
-database when the caches are warm (plus, for keys with rate limits, one to Redis).
+Both run on the event loop and make one database round trip each when the
+per-process caches are warm (on PostgreSQL through ``config.adb``). A cache miss,
+a key with rate limits (Redis) and the rare paths (refusals, channel failures) go
+to a thread.
 """
 
+import asyncio
 import ipaddress
 import logging
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
+from django.db import InterfaceError, OperationalError
 from django.utils import timezone
 
 from accounts.keys import key_hash, key_is_well_formed
 from accounts.models import AutoStrategy
-from accounts.selectors import AuthKey, auth_key_get
+from accounts.selectors import AuthKey, auth_key_cached, auth_key_get
 from billing.pricing import Price, TokenCounts
-from billing.selectors import price_current, prices_current
-from billing.services import HoldRefused, hold_reserve
+from billing.selectors import (
+    PriceBook,
+    price_book,
+    price_book_cached,
+    price_in_book,
+    prices_in_book,
+)
+from billing.services import HoldRefused, hold_reserve_async
+from config.threads import db
 from usage.models import UsageRecord
-from usage.services import usage_record_finish, usage_record_reject
+from usage.services import (
+    usage_record_finish_async,
+    usage_record_for_hold_async,
+    usage_record_reject,
+)
 
 from . import errors, health, limits, metrics
 from .errors import ApiError
 from .models import Channel
 from .router import MAX_ATTEMPTS
-from .selectors import ChannelInfo, channel_cache_invalidate, channels_for_model
+from .selectors import ChannelInfo, channel_cache_invalidate, channels_cached, channels_enabled
 from .validation import (
     RequestParams,
     parse_json_object,
@@ -102,14 +118,31 @@ class Outcome:
     ttft_ms: int | None = None
 
 
-def authenticate(raw_key: str | None) -> AuthKey:
+def _key_hash_of(raw_key: str | None) -> str:
     if not raw_key:
         raise errors.invalid_api_key(
             "You didn't provide an API key. Send it as `Authorization: Bearer sk-...`."
         )
     if not key_is_well_formed(raw_key):
         raise errors.invalid_api_key()
-    key = auth_key_get(key_hash=key_hash(raw_key))
+    return key_hash(raw_key)
+
+
+def authenticate(raw_key: str | None) -> AuthKey:
+    return _key_checked(auth_key_get(key_hash=_key_hash_of(raw_key)))
+
+
+async def authenticate_async(raw_key: str | None) -> AuthKey:
+    """``authenticate`` on the event loop: the key comes from this process's cache, or
+    from the database on a thread when it is not cached."""
+    hashed = _key_hash_of(raw_key)
+    found, key = auth_key_cached(key_hash=hashed)
+    if not found:
+        key = await db(auth_key_get)(key_hash=hashed)
+    return _key_checked(key)
+
+
+def _key_checked(key: AuthKey | None) -> AuthKey:
     if key is None or not key.active:
         raise errors.invalid_api_key()
     if key.expires_at is not None and key.expires_at <= timezone.now():
@@ -143,38 +176,76 @@ def _ip_allowed(allowlist: tuple[str, ...], client_ip: str | None) -> bool:
     return False
 
 
-def _usable_channels(model: str, endpoint: Endpoint) -> list[ChannelInfo]:
+@dataclass(frozen=True, slots=True)
+class RouteState:
+    """What choosing routes reads: the key's price book, the enabled channels, their
+    health and (for ``auto`` by speed) the models' latencies. Taken from the
+    per-process caches, so the choice itself does no I/O and can run on the event
+    loop."""
+
+    prices: PriceBook
+    channels: list[ChannelInfo]
+    cooling: dict[int, tuple[float, int]]
+    latencies: dict[str, float]
+
+
+def _needs_latencies(key: AuthKey, params: RequestParams) -> bool:
+    return params.model == AUTO and key.auto_strategy == AutoStrategy.FASTEST
+
+
+def _route_state_load(key: AuthKey, params: RequestParams) -> RouteState:
+    return RouteState(
+        prices=price_book(group_id=key.price_group_id),
+        channels=channels_enabled(),
+        cooling=health.cooling(),
+        latencies=health.latencies() if _needs_latencies(key, params) else {},
+    )
+
+
+def _route_state_cached(key: AuthKey, params: RequestParams) -> RouteState | None:
+    prices = price_book_cached(group_id=key.price_group_id)
+    channels = channels_cached()
+    cooling = health.cooling_cached()
+    latencies = health.latencies_cached() if _needs_latencies(key, params) else {}
+    if prices is None or channels is None or cooling is None or latencies is None:
+        return None
+    return RouteState(prices=prices, channels=channels, cooling=cooling, latencies=latencies)
+
+
+def _usable_channels(model: str, endpoint: Endpoint, state: RouteState) -> list[ChannelInfo]:
     return [
         ch
-        for ch in channels_for_model(model)
-        if ch.type in endpoint.channel_types and health.is_available(ch.id)
+        for ch in state.channels
+        if model in ch.models
+        and ch.type in endpoint.channel_types
+        and health.available(state.cooling, ch.id)
     ]
 
 
-def _auto_routes(key: AuthKey, endpoint: Endpoint) -> list[Route]:
+def _auto_routes(key: AuthKey, endpoint: Endpoint, state: RouteState) -> list[Route]:
     """Candidate models for ``model: "auto"``, best first, by the account's strategy."""
-    prices = prices_current(group_id=key.price_group_id)
+    prices = prices_in_book(state.prices)
     names = [m for m in prices if not key.allowed_models or m in key.allowed_models]
     if key.auto_models:
         names = [m for m in key.auto_models if m in names]
     routes = []
     for model in names:
-        channels = _usable_channels(model, endpoint)
+        channels = _usable_channels(model, endpoint, state)
         if channels:
             routes.append(Route(model=model, price=prices[model], channels=channels))
     if key.auto_strategy == AutoStrategy.CHEAPEST:
         routes.sort(key=lambda r: (r.price.input + r.price.output, r.model))
     elif key.auto_strategy == AutoStrategy.FASTEST:
-        latency = health.latencies()
+        latency = state.latencies
         routes.sort(key=lambda r: (latency.get(r.model, float("inf")), r.model))
     return routes[:MAX_ATTEMPTS]
 
 
 def _routes(
-    key: AuthKey, params: RequestParams, endpoint: Endpoint, request_id: str
+    key: AuthKey, params: RequestParams, endpoint: Endpoint, request_id: str, state: RouteState
 ) -> list[Route]:
     if params.model == AUTO:
-        routes = _auto_routes(key, endpoint)
+        routes = _auto_routes(key, endpoint, state)
         if not routes:
             raise errors.upstream_error(
                 503,
@@ -187,10 +258,10 @@ def _routes(
         raise errors.permission_denied(
             f"This API key is not allowed to use the model `{params.model}`.", "model_not_allowed"
         )
-    price = price_current(group_id=key.price_group_id, model=params.model)
+    price = price_in_book(state.prices, params.model)
     if price is None:
         raise errors.model_not_found(params.model)
-    channels = _usable_channels(params.model, endpoint)
+    channels = _usable_channels(params.model, endpoint, state)
     if not channels:
         raise errors.upstream_error(
             503,
@@ -250,7 +321,7 @@ def _rate_limited(exc: limits.RateLimited) -> ApiError:
     return errors.rate_limited(message, code="rate_limit_exceeded", headers=headers)
 
 
-def relay_authorize(
+async def relay_authorize(
     *,
     endpoint: Endpoint,
     raw_key: str | None,
@@ -260,10 +331,13 @@ def relay_authorize(
 ) -> Grant:
     """Authenticate, validate, apply the key's policy and limits, reserve the hold.
 
+    Runs on the event loop: with warm caches the only I/O is the hold's one
+    statement (and, for keys with rate limits, one Redis call on a thread).
+
     Raises ApiError. Refusals after authentication (but rate limiting) leave a
     ``rejected`` usage record so the account owner can see them in the usage log."""
     try:
-        key = authenticate(raw_key)
+        key = await authenticate_async(raw_key)
     except ApiError as exc:
         metrics.request_refused(endpoint=endpoint.name, model="", error=exc)
         raise
@@ -285,31 +359,34 @@ def relay_authorize(
             raise errors.permission_denied(
                 f"Requests from {client_ip} are not allowed for this API key.", "ip_not_allowed"
             )
-        routes = _routes(key, params, endpoint, request_id)
+        state = _route_state_cached(key, params) or await db(_route_state_load)(key, params)
+        routes = _routes(key, params, endpoint, request_id, state)
         priced_model = params.model
         prompt_estimate = len(raw_body) // 3 + _PROMPT_OVERHEAD_TOKENS
         completion = _completion_reserve(params)
-        try:
-            admission = limits.admit(
-                key=key, request_id=request_id, tokens=prompt_estimate + completion
-            )
-        except limits.RateLimited as exc:
-            raise _rate_limited(exc) from None
+        if limits.applies(key):
+            try:
+                admission = await db(limits.admit)(
+                    key=key, request_id=request_id, tokens=prompt_estimate + completion
+                )
+            except limits.RateLimited as exc:
+                raise _rate_limited(exc) from None
         amount = max(
             r.price.reserve(prompt_tokens=prompt_estimate, completion_tokens=completion)
             for r in routes
         )
         try:
-            hold_id = hold_reserve(
+            hold_id = await hold_reserve_async(
                 api_key_id=key.id, account_id=key.account_id, amount=amount, request_id=request_id
             )
         except HoldRefused as refused:
             raise _refused(refused) from None
     except ApiError as exc:
-        limits.release(admission, tokens_used=0)
+        if admission is not None:
+            await db(limits.release)(admission, tokens_used=0)
         metrics.request_refused(endpoint=endpoint.name, model=priced_model, error=exc)
         if exc.status != 401 and exc.code != "rate_limit_exceeded":
-            usage_record_reject(
+            await db(usage_record_reject)(
                 request_id=request_id,
                 endpoint=endpoint.name,
                 account_id=key.account_id,
@@ -341,9 +418,40 @@ CHARGED = frozenset(
 )
 
 
-def relay_finish(*, grant: Grant, outcome: Outcome) -> tuple[int, int]:
-    """Write the usage record, queue its settlement, give back rate-limit capacity and
-    report channel health. Returns (record id, cost).
+# How long a finished request keeps trying to write its usage record while the
+# database cannot be reached: a restart or a failover takes seconds, and the
+# upstream call it records has been paid for.
+FINISH_RETRY_SECONDS = 30.0
+
+
+async def _usage_record_write(grant: Grant, fields: dict[str, Any]) -> int:
+    deadline = time.monotonic() + FINISH_RETRY_SECONDS
+    pause = 0.1
+    retrying = False
+    while True:
+        try:
+            if retrying:
+                # A connection that broke while the record was being committed may
+                # have lost only the acknowledgement: the hold identifies the record.
+                existing = await usage_record_for_hold_async(hold_id=grant.hold_id)
+                if existing is not None:
+                    return existing
+            return await usage_record_finish_async(**fields)
+        except (OperationalError, InterfaceError):
+            if time.monotonic() + pause > deadline:
+                raise
+            logger.warning(
+                "database unavailable; retrying the usage record of %s", grant.request_id
+            )
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, 2.0)
+        retrying = True
+
+
+async def relay_finish(*, grant: Grant, outcome: Outcome) -> tuple[int, int]:
+    """Write the usage record (waiting out a database restart), have its settlement
+    asked for, give back rate-limit capacity and report channel health. Returns
+    (record id, cost).
 
     Failed requests cost nothing; their hold is released by the same settlement."""
     charged = outcome.status in CHARGED
@@ -354,36 +462,41 @@ def relay_finish(*, grant: Grant, outcome: Outcome) -> tuple[int, int]:
     upstream_cost = 0
     if charged and channel is not None and route.model in channel.cost_prices:
         upstream_cost = channel.cost_prices[route.model].cost(tokens)
-    usage_id = usage_record_finish(
-        request_id=grant.request_id,
-        endpoint=grant.endpoint.name,
-        account_id=grant.key.account_id,
-        api_key_id=grant.key.id,
-        hold_id=grant.hold_id,
-        model_requested=grant.params.model,
-        model_served=route.model if channel is not None else "",
-        upstream_model=channel.upstream_model(route.model) if channel is not None else "",
-        channel_id=channel.id if channel is not None else None,
-        attempts=outcome.attempts,
-        status=outcome.status,
-        http_status=outcome.http_status,
-        error_code=outcome.error_code,
-        stream=grant.params.stream,
-        input_tokens=tokens.input,
-        cache_read_tokens=tokens.cache_read,
-        cache_write_tokens=tokens.cache_write,
-        output_tokens=tokens.output,
-        reasoning_tokens=tokens.reasoning,
-        estimated=outcome.estimated and charged,
-        price_snapshot={"model": route.model, **route.price.snapshot()},
-        cost=cost,
-        upstream_cost=upstream_cost,
-        latency_ms=outcome.latency_ms,
-        ttft_ms=outcome.ttft_ms,
-        user=grant.params.user,
-        client_ip=grant.client_ip,
+    usage_id = await _usage_record_write(
+        grant,
+        {
+            "request_id": grant.request_id,
+            "endpoint": grant.endpoint.name,
+            "account_id": grant.key.account_id,
+            "api_key_id": grant.key.id,
+            "hold_id": grant.hold_id,
+            "model_requested": grant.params.model,
+            "model_served": route.model if channel is not None else "",
+            "upstream_model": channel.upstream_model(route.model) if channel is not None else "",
+            "channel_id": channel.id if channel is not None else None,
+            "attempts": outcome.attempts,
+            "status": outcome.status,
+            "http_status": outcome.http_status,
+            "error_code": outcome.error_code,
+            "stream": grant.params.stream,
+            "input_tokens": tokens.input,
+            "cache_read_tokens": tokens.cache_read,
+            "cache_write_tokens": tokens.cache_write,
+            "output_tokens": tokens.output,
+            "reasoning_tokens": tokens.reasoning,
+            "estimated": outcome.estimated and charged,
+            "price_snapshot": {"model": route.model, **route.price.snapshot()},
+            "cost": cost,
+            "upstream_cost": upstream_cost,
+            "latency_ms": outcome.latency_ms,
+            "ttft_ms": outcome.ttft_ms,
+            "user": grant.params.user,
+            "client_ip": grant.client_ip,
+        },
     )
-    limits.release(grant.admission, tokens_used=tokens.total)
+    if grant.admission is not None:
+        # Before the response: the caller's next request may need the slot or tokens.
+        await db(limits.release)(grant.admission, tokens_used=tokens.total)
     metrics.request_finished(
         grant=grant,
         outcome=outcome,
@@ -392,7 +505,7 @@ def relay_finish(*, grant: Grant, outcome: Outcome) -> tuple[int, int]:
         cost=cost,
         upstream_cost=upstream_cost,
     )
-    _report_health(outcome, route)
+    await _report_health(outcome, route)
     if access_log.isEnabledFor(logging.INFO):
         # One line per request for operators: ids, outcome, tokens, money and timings;
         # never the prompt, the completion or a key. The request id comes from the
@@ -419,12 +532,26 @@ def relay_finish(*, grant: Grant, outcome: Outcome) -> tuple[int, int]:
     return usage_id, cost
 
 
-def _report_health(outcome: Outcome, route: Route) -> None:
-    from .tasks import channel_health_changed
-
+async def _report_health(outcome: Outcome, route: Route) -> None:
+    """Failures (rare) and a channel's return are written to Redis from a thread,
+    before the response goes out; a success on a healthy channel touches nothing but
+    this process's latency average."""
     failures = [(a["channel"], a.get("error", "")) for a in outcome.attempts if a.get("error")]
     if outcome.status == UsageRecord.Status.INTERRUPTED and outcome.channel is not None:
         failures.append((outcome.channel.id, outcome.error_code))
+    if failures:
+        await db(_channels_failed)(failures)
+    if outcome.status == UsageRecord.Status.SUCCESS and outcome.channel is not None:
+        cooling = health.cooling_cached()
+        if cooling is None or outcome.channel.id in cooling:
+            await db(_channel_back)(outcome.channel.id)
+        sample = outcome.ttft_ms if outcome.ttft_ms is not None else outcome.latency_ms
+        health.latency_observed(route.model, sample)
+
+
+def _channels_failed(failures: list[tuple[int, str]]) -> None:
+    from .tasks import channel_health_changed
+
     for channel_id, code in failures:
         if code == "upstream_auth_failed":
             channel_disable(
@@ -435,11 +562,13 @@ def _report_health(outcome: Outcome, route: Route) -> None:
             until = health.channel_failed(channel_id)
             if until is not None:
                 channel_health_changed.delay(channel_id, until, code)
-    if outcome.status == UsageRecord.Status.SUCCESS and outcome.channel is not None:
-        if health.channel_recovered(outcome.channel.id):
-            channel_health_changed.delay(outcome.channel.id, None, "")
-        sample = outcome.ttft_ms if outcome.ttft_ms is not None else outcome.latency_ms
-        health.latency_observed(route.model, sample)
+
+
+def _channel_back(channel_id: int) -> None:
+    from .tasks import channel_health_changed
+
+    if health.channel_recovered(channel_id):
+        channel_health_changed.delay(channel_id, None, "")
 
 
 def channel_disable(*, channel_id: int, reason: str) -> bool:

@@ -33,7 +33,6 @@ from .normalize import tokens_from_anthropic, tokens_from_openai, usage_payload
 from .router import MAX_ATTEMPTS, route_order
 from .selectors import ChannelInfo
 from .services import Grant, Outcome, Route, relay_finish
-from .threads import db
 from .tokens import content_text, count_text
 
 logger = logging.getLogger("tollgate.relay")
@@ -44,49 +43,20 @@ _background: set[asyncio.Task] = set()
 
 Opener = Callable[[Route, ChannelInfo], Awaitable[UpstreamStream]]
 
-# How long a finished request keeps trying to write its usage record while the
-# database cannot be reached: a restart or a failover takes seconds, and the
-# upstream call it records has been paid for.
-FINISH_RETRY_SECONDS = 30.0
-
-
-def _recorded_again(*, grant: Grant, outcome: Outcome) -> tuple[int, int]:
-    # A connection that broke while the record was being committed may have lost
-    # only the acknowledgement: the hold identifies the request's record.
-    if grant.hold_id is not None:
-        existing = (
-            UsageRecord.objects.filter(hold_id=grant.hold_id).values_list("pk", "cost").first()
-        )
-        if existing is not None:
-            return existing
-    return relay_finish(grant=grant, outcome=outcome)
-
-
-async def _finish_with_retries(grant: Grant, outcome: Outcome) -> tuple[int, int]:
-    deadline = time.monotonic() + FINISH_RETRY_SECONDS
-    pause = 0.1
-    step = relay_finish
-    while True:
-        try:
-            return await db(step)(grant=grant, outcome=outcome)
-        except (OperationalError, InterfaceError):
-            if time.monotonic() + pause > deadline:
-                raise
-            logger.warning(
-                "database unavailable; retrying the usage record of %s", grant.request_id
-            )
-        await asyncio.sleep(pause)
-        pause = min(pause * 2, 2.0)
-        step = _recorded_again
-
 
 async def finish_usage(grant: Grant, outcome: Outcome) -> tuple[int, int]:
     """Write the usage record (see ``relay_finish``), waiting out a database restart.
     Shielded, and kept referenced, so a client that goes away cannot stop it."""
-    task = asyncio.ensure_future(_finish_with_retries(grant, outcome))
+    task = asyncio.ensure_future(relay_finish(grant=grant, outcome=outcome))
     _background.add(task)
     task.add_done_callback(_background.discard)
     return await asyncio.shield(task)
+
+
+async def finishing_done(timeout: float = 35.0) -> None:
+    """Wait for usage records still being written (server shutdown)."""
+    if _background:
+        await asyncio.wait(set(_background), timeout=timeout)
 
 
 def _ms_since(started: float) -> int:

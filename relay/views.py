@@ -16,6 +16,7 @@ from django.views.decorators.csrf import csrf_exempt
 from billing.pricing import TokenCounts, micro_to_usd
 from config import logs
 from config.logs import request_id_from
+from config.threads import db
 from usage.models import UsageRecord
 
 from . import anthropic, errors
@@ -32,7 +33,7 @@ from .services import (
     Grant,
     Outcome,
     Route,
-    authenticate,
+    authenticate_async,
     relay_authorize,
 )
 from .streaming import (
@@ -46,7 +47,6 @@ from .streaming import (
     finish_usage,
     open_with_failover,
 )
-from .threads import db
 from .tokens import count_completion, count_messages, count_text
 
 logger = logging.getLogger("tollgate.relay")
@@ -382,7 +382,7 @@ async def _serve(
     except RequestDataTooBig:
         return _too_large(request_id, anthropic_shape)
     try:
-        grant = await db(relay_authorize)(
+        grant = await relay_authorize(
             endpoint=endpoint,
             raw_key=raw_key,
             raw_body=raw_body,
@@ -427,7 +427,7 @@ async def models(request: HttpRequest) -> HttpResponse:
     if request.method != "GET":
         return _method_not_allowed(request_id, "GET")
     try:
-        key = await db(authenticate)(bearer_key(request) or request.headers.get("x-api-key"))
+        key = await authenticate_async(bearer_key(request) or request.headers.get("x-api-key"))
     except ApiError as exc:
         return exc.response(request_id)
     prices = await db(prices_current)(group_id=key.price_group_id)

@@ -2,11 +2,15 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC
 from typing import Any
 
+import orjson
 from django.db import connection, transaction
-from django.db.models import F
+from django.db.models import F, JSONField
 from django.utils import timezone
+from psycopg.types.json import Jsonb
 
+from config import adb
 from config.sql import fetch_one
+from config.threads import db
 
 from .models import UsageDaily, UsageRecord
 
@@ -18,8 +22,8 @@ _INSERT_FIELDS = [
 _insert_sql: dict[str, str] = {}
 
 
-def _insert_statement() -> str:
-    vendor = connection.vendor
+def _insert_statement(vendor: str | None = None) -> str:
+    vendor = vendor or connection.vendor
     if vendor not in _insert_sql:
         quote = connection.ops.quote_name
         columns = ", ".join(quote(f.column) for f in _INSERT_FIELDS)
@@ -47,6 +51,52 @@ def usage_record_finish(**fields: Any) -> int:
     (usage_id,) = fetch_one(_insert_statement(), params)
     transaction.on_commit(_request_settlement)
     return usage_id
+
+
+def _json_text(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+# (attname, JSON column, default) for each inserted column, in _INSERT_FIELDS order.
+_ASYNC_COLUMNS = [
+    (f.attname, isinstance(f, JSONField), f.get_default if f.has_default() else lambda: None)
+    for f in _INSERT_FIELDS
+]
+
+
+async def usage_record_finish_async(**fields: Any) -> int:
+    """``usage_record_finish`` for the relay's event loop: on PostgreSQL the same
+    INSERT on the loop's own connection (``config.adb``), with parameters passed as
+    they are (psycopg adapts them) instead of through each model field; elsewhere
+    the synchronous version on a database thread. Settlement is asked for once the
+    record is committed, without waiting for the ask."""
+    if not adb.enabled():
+        return await db(usage_record_finish)(**fields)
+    params = []
+    for name, is_json, default in _ASYNC_COLUMNS:
+        value = fields[name] if name in fields else default()
+        params.append(Jsonb(value, dumps=_json_text) if is_json else value)
+    row = await adb.fetch_one(_insert_statement("postgresql"), params)
+    assert row is not None
+    from billing.tasks import settlement_request
+
+    settlement_request(background=True)
+    return row[0]
+
+
+async def usage_record_for_hold_async(*, hold_id: int) -> int | None:
+    """The id of the record written for this hold, if there is one."""
+    if not adb.enabled():
+        return await db(_usage_id_for_hold)(hold_id)
+    row = await adb.fetch_one(
+        f"SELECT id FROM {UsageRecord._meta.db_table} WHERE hold_id = %s",  # noqa: S608
+        [hold_id],
+    )
+    return row[0] if row is not None else None
+
+
+def _usage_id_for_hold(hold_id: int) -> int | None:
+    return UsageRecord.objects.filter(hold_id=hold_id).values_list("pk", flat=True).first()
 
 
 def _request_settlement() -> None:

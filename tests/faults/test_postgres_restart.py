@@ -87,7 +87,10 @@ def test_postgres_restart_under_load_fails_cleanly_and_recovers(
             assert failure.error is not None, failure
             assert {"message", "type", "code"} <= set(failure.error), failure
             assert failure.request_id in failure.error["message"], failure
-        assert failures, "the restart went unnoticed; the test proves nothing"
+        # The restart hit requests in flight: some failed, or some waited it out to
+        # write their usage record (the gateway logs each wait).
+        waited = "retrying the usage record" in (tmp_path / "gateway.log").read_text()
+        assert failures or waited, "the restart went unnoticed; the test proves nothing"
         # The same gateway process serves again once the database is back.
         late = [r for r in load.results if r.started > restarted + 1.0]
         assert late and all(r.completed for r in late), [r for r in late if not r.completed]

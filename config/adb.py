@@ -1,0 +1,130 @@
+"""The relay's per-request SQL, run on the event loop.
+
+Each relayed request makes two statements (reserve the hold, write the usage
+record). Running them through Django means a hop to a worker thread and back for
+each, and under load the web process spent more CPU handing work between threads
+(queue wake-ups, the GIL changing hands, Django's per-thread connection lookups) than
+the statements themselves cost. On PostgreSQL they run here instead, on async psycopg
+connections owned by the event loop, prepared once per connection.
+
+Everything else (the ORM, SQLite in the embedded mode, cache misses) still goes
+through Django on ``config.threads``. Database errors are raised as Django's, so callers
+handle one family of exceptions whichever path ran.
+"""
+
+import asyncio
+import select
+from collections.abc import Sequence
+from types import SimpleNamespace
+from typing import Any
+
+import psycopg
+from django.conf import settings
+from django.db import connections
+from django.db.utils import DatabaseErrorWrapper
+
+
+def enabled() -> bool:
+    return settings.DATABASES["default"]["ENGINE"].endswith("postgresql")
+
+
+def _connection_params() -> dict[str, Any]:
+    params = connections["default"].get_connection_params()
+    # Django's adapters and cursor class are for its own connections; these use
+    # psycopg's defaults and bind parameters on the server.
+    params.pop("context", None)
+    params.pop("cursor_factory", None)
+    # Django turns server-side prepared statements off (``None``) for the sake of
+    # connection poolers, and then psycopg ignores ``prepare=True`` too. These few
+    # statements are the same on every request: prepared, PostgreSQL parses and
+    # plans them once per connection.
+    if params.get("prepare_threshold") is None:
+        params["prepare_threshold"] = 0
+    return params
+
+
+# ``DatabaseErrorWrapper`` turns a psycopg exception into the Django exception of the
+# same name; it only needs to know the driver module.
+_errors = DatabaseErrorWrapper(SimpleNamespace(Database=psycopg, errors_occurred=False))
+
+
+def has_input(conn: psycopg.Connection | psycopg.AsyncConnection) -> bool:
+    """Whether an idle connection has something to read. It should not: that is its
+    server going away (a restart sends each idle backend a FATAL and closes it), so
+    the connection is dropped rather than failing the request that would use it."""
+    try:
+        readable, _, _ = select.select([conn.fileno()], [], [], 0)
+    except (OSError, ValueError, psycopg.Error):
+        return True
+    return bool(readable)
+
+
+class _Pool:
+    """Up to ``size`` autocommit connections for one event loop, each with one cursor
+    that is used again for every statement (a new cursor per statement costs more
+    than the statement's own client-side work). A connection that broke is dropped,
+    so a restarted server costs the requests in flight, not the process."""
+
+    def __init__(self, size: int) -> None:
+        self._idle: list[psycopg.AsyncCursor] = []
+        self._slots = asyncio.Semaphore(size)
+        self._params = _connection_params()
+
+    async def _take(self) -> psycopg.AsyncCursor:
+        while self._idle:
+            cursor = self._idle.pop()
+            if not cursor.connection.closed and not has_input(cursor.connection):
+                return cursor
+            await cursor.connection.close()
+        conn = await psycopg.AsyncConnection.connect(**self._params, autocommit=True)
+        return conn.cursor()
+
+    async def fetch_one(self, sql: str, params: Sequence[Any]) -> tuple | None:
+        async with self._slots:
+            with _errors:
+                cursor = await self._take()
+                conn = cursor.connection
+                try:
+                    await cursor.execute(sql, params, prepare=True)
+                    row = await cursor.fetchone()
+                except BaseException:
+                    # A statement that failed cleanly leaves the connection idle and
+                    # reusable; a broken one, or one cancelled mid-statement, is not.
+                    idle = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+                    if conn.broken or not idle:
+                        await conn.close()
+                    else:
+                        self._idle.append(cursor)
+                    raise
+                self._idle.append(cursor)
+                return row
+
+    async def close(self) -> None:
+        idle, self._idle = self._idle, []
+        for cursor in idle:
+            await cursor.connection.close()
+
+
+_pools: dict[asyncio.AbstractEventLoop, _Pool] = {}
+
+
+def _pool() -> _Pool:
+    loop = asyncio.get_running_loop()
+    pool = _pools.get(loop)
+    if pool is None:
+        for old in [old for old in _pools if old.is_closed()]:
+            del _pools[old]
+        pool = _pools[loop] = _Pool(settings.TOLLGATE["DB_CONNECTIONS"])
+    return pool
+
+
+async def fetch_one(sql: str, params: Sequence[Any]) -> tuple | None:
+    """Run one statement (``%s`` placeholders) in its own transaction; its first row."""
+    return await _pool().fetch_one(sql, params)
+
+
+async def close() -> None:
+    """Close this loop's connections; the ASGI server calls this at shutdown."""
+    pool = _pools.pop(asyncio.get_running_loop(), None)
+    if pool is not None:
+        await pool.close()
