@@ -263,12 +263,17 @@ def hold_reserve(*, api_key_id: int, account_id: int, amount: int, request_id: s
     if amount <= 0:
         raise ValueError("a hold must be positive")
     if connection.vendor == "postgresql":
-        (result,) = fetch_one(
-            "SELECT tollgate_hold_reserve(%s, %s, %s, %s)",
-            [api_key_id, account_id, amount, request_id],
-        )
+        (result,) = fetch_one(_RESERVE_SQL, [api_key_id, account_id, amount, request_id])
     else:
         result = _hold_reserve_portable(api_key_id, account_id, amount, request_id)
+    return _hold_granted(result)
+
+
+_RESERVE_SQL = "SELECT tollgate_hold_reserve(%s, %s, %s, %s)"
+
+
+def _hold_granted(result: int) -> int:
+    """The hold id, or the refusal the reservation's negative result codes for."""
     if result < 0:
         raise HoldRefused(_REFUSALS[result])
     return result
@@ -285,15 +290,9 @@ async def hold_reserve_async(
         )
     if amount <= 0:
         raise ValueError("a hold must be positive")
-    row = await adb.fetch_one(
-        "SELECT tollgate_hold_reserve(%s, %s, %s, %s)",
-        [api_key_id, account_id, amount, request_id],
-    )
+    row = await adb.fetch_one(_RESERVE_SQL, [api_key_id, account_id, amount, request_id])
     assert row is not None
-    (result,) = row
-    if result < 0:
-        raise HoldRefused(_REFUSALS[result])
-    return result
+    return _hold_granted(row[0])
 
 
 @transaction.atomic
