@@ -107,3 +107,32 @@ def upstream_error(status: int, message: str, request_id: str, code: str) -> Api
 
 def rate_limited(message: str, *, code: str, headers: dict[str, str]) -> ApiError:
     return ApiError(429, message, type="rate_limit_error", code=code, headers=headers)
+
+
+def request_too_large(limit: int) -> ApiError:
+    return ApiError(
+        413,
+        f"The request body is larger than {limit} bytes.",
+        type="invalid_request_error",
+        code="request_too_large",
+    )
+
+
+def internal_error(request_id: str) -> ApiError:
+    return ApiError(
+        500,
+        f"The gateway could not complete the request (request id: {request_id}).",
+        type="api_error",
+        code="internal_error",
+    )
+
+
+def service_unavailable(request_id: str) -> ApiError:
+    # The database is restarting or failing over: worth retrying shortly, unlike a 500.
+    return ApiError(
+        503,
+        f"The gateway is briefly unavailable; retry shortly (request id: {request_id}).",
+        type="api_error",
+        code="service_unavailable",
+        headers={"retry-after": "1"},
+    )

@@ -110,10 +110,6 @@ def _prompt_messages(grant: Grant) -> list[Any]:
     return grant.body.get("messages") or []
 
 
-async def _finish(grant: Grant, outcome: Outcome) -> tuple[int, int]:
-    return await finish_usage(grant, outcome)
-
-
 def _cancelled(grant: Grant, attempts: list[dict[str, Any]], started: float) -> Outcome:
     # The client went away while the upstream was working: the prompt was sent
     # upstream, so it is charged (counted locally); nothing was delivered.
@@ -131,7 +127,7 @@ def _cancelled(grant: Grant, attempts: list[dict[str, Any]], started: float) -> 
 async def _upstream_failed(
     grant: Grant, exc: UpstreamFailure, attempts: list[dict[str, Any]], started: float
 ) -> HttpResponse:
-    await _finish(
+    await finish_usage(
         grant,
         Outcome(
             status=UsageRecord.Status.UPSTREAM_ERROR,
@@ -238,7 +234,7 @@ async def _complete(grant: Grant, started: float) -> HttpResponse:
     try:
         reply, route, channel = await call_with_failover(grant, attempts)
     except asyncio.CancelledError:
-        await _finish(grant, _cancelled(grant, attempts, started))
+        await finish_usage(grant, _cancelled(grant, attempts, started))
         raise
     except UpstreamFailure as exc:
         return await _upstream_failed(grant, exc, attempts, started)
@@ -247,7 +243,7 @@ async def _complete(grant: Grant, started: float) -> HttpResponse:
     estimated = tokens is None
     if tokens is None:
         tokens = _estimate(grant, reply, _is_native(grant, channel))
-    _, cost = await _finish(
+    _, cost = await finish_usage(
         grant,
         Outcome(
             status=UsageRecord.Status.SUCCESS,
@@ -290,7 +286,7 @@ async def _stream(grant: Grant, started: float) -> HttpResponse | StreamingHttpR
             grant, attempts, _opener(grant)
         )
     except asyncio.CancelledError:
-        await _finish(grant, _cancelled(grant, attempts, started))
+        await finish_usage(grant, _cancelled(grant, attempts, started))
         raise
     except UpstreamFailure as exc:
         return await _upstream_failed(grant, exc, attempts, started)
@@ -339,35 +335,6 @@ def _method_not_allowed(
     return response
 
 
-def _internal_error(request_id: str, anthropic_shape: bool) -> HttpResponse:
-    return ApiError(
-        500,
-        f"The gateway could not complete the request (request id: {request_id}).",
-        type="api_error",
-        code="internal_error",
-    ).response(request_id, anthropic=anthropic_shape)
-
-
-def _unavailable(request_id: str, anthropic_shape: bool) -> HttpResponse:
-    # The database is restarting or failing over: worth retrying shortly, unlike a 500.
-    return ApiError(
-        503,
-        f"The gateway is briefly unavailable; retry shortly (request id: {request_id}).",
-        type="api_error",
-        code="service_unavailable",
-        headers={"retry-after": "1"},
-    ).response(request_id, anthropic=anthropic_shape)
-
-
-def _too_large(request_id: str, anthropic_shape: bool) -> HttpResponse:
-    return ApiError(
-        413,
-        f"The request body is larger than {settings.TOLLGATE['MAX_BODY_BYTES']} bytes.",
-        type="invalid_request_error",
-        code="request_too_large",
-    ).response(request_id, anthropic=anthropic_shape)
-
-
 async def _serve(
     request: HttpRequest, endpoint: Endpoint, raw_key: str | None
 ) -> HttpResponse | StreamingHttpResponse:
@@ -380,7 +347,8 @@ async def _serve(
         # Over DATA_UPLOAD_MAX_MEMORY_SIZE (TOLLGATE["MAX_BODY_BYTES"]), declared or not.
         raw_body = request.body
     except RequestDataTooBig:
-        return _too_large(request_id, anthropic_shape)
+        limit = settings.TOLLGATE["MAX_BODY_BYTES"]
+        return errors.request_too_large(limit).response(request_id, anthropic=anthropic_shape)
     try:
         grant = await relay_authorize(
             endpoint=endpoint,
@@ -396,10 +364,12 @@ async def _serve(
         return exc.response(request_id, anthropic=anthropic_shape)
     except (OperationalError, InterfaceError) as exc:
         logger.warning("request %s failed: database unavailable (%s)", request_id, exc)
-        return _unavailable(request_id, anthropic_shape)
+        return errors.service_unavailable(request_id).response(
+            request_id, anthropic=anthropic_shape
+        )
     except Exception:
         logger.exception("request %s failed inside the gateway", request_id)
-        return _internal_error(request_id, anthropic_shape)
+        return errors.internal_error(request_id).response(request_id, anthropic=anthropic_shape)
 
 
 @csrf_exempt

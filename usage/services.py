@@ -78,9 +78,7 @@ async def usage_record_finish_async(**fields: Any) -> int:
         params.append(Jsonb(value, dumps=_json_text) if is_json else value)
     row = await adb.fetch_one(_insert_statement("postgresql"), params)
     assert row is not None
-    from billing.tasks import settlement_request
-
-    settlement_request(background=True)
+    _request_settlement(background=True)
     return row[0]
 
 
@@ -99,10 +97,10 @@ def _usage_id_for_hold(hold_id: int) -> int | None:
     return UsageRecord.objects.filter(hold_id=hold_id).values_list("pk", flat=True).first()
 
 
-def _request_settlement() -> None:
+def _request_settlement(*, background: bool = False) -> None:
     from billing.tasks import settlement_request
 
-    settlement_request()
+    settlement_request(background=background)
 
 
 def usage_record_reject(**fields: Any) -> UsageRecord:
