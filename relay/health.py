@@ -151,10 +151,6 @@ def available(state: dict[int, tuple[float, int]], channel_id: int) -> bool:
     return entry is None or entry[0] <= time.time() * 1000
 
 
-def is_available(channel_id: int) -> bool:
-    return available(cooling(), channel_id)
-
-
 def channel_failed(channel_id: int) -> float | None:
     """Count a failure; returns the cool-down end (epoch ms) if the channel now cools down."""
     global _snapshot

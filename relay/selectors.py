@@ -78,9 +78,5 @@ def channels_cached() -> list[ChannelInfo] | None:
     return _channel_cache.peek("enabled")
 
 
-def channels_for_model(model: str) -> list[ChannelInfo]:
-    return [ch for ch in channels_enabled() if model in ch.models]
-
-
 def channel_cache_invalidate() -> None:
     _channel_cache.invalidate()

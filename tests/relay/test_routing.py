@@ -141,7 +141,7 @@ def test_a_failing_channel_cools_down_and_is_probed_back(relay_env, three, setti
     assert "upstream_failed" in channel.last_error
 
     # After the cool-down, the probe finds it healthy and brings it back.
-    wait_for(lambda: health.is_available(a.id) or None, timeout=3)
+    wait_for(lambda: health.available(health.cooling(), a.id) or None, timeout=3)
     assert channels_probe() == 1
     assert fa.probes == 1
     assert Channel.objects.get(pk=a.pk).cooling_until is None
@@ -157,11 +157,11 @@ def test_a_probe_that_fails_cools_the_channel_down_for_longer(relay_env, three, 
     fa.then(status=500)
     relay_env.post(chat())
     wait_for(lambda: a.id in health.cooling() or None)
-    wait_for(lambda: health.is_available(a.id) or None, timeout=3)
+    wait_for(lambda: health.available(health.cooling(), a.id) or None, timeout=3)
     fa.probe_status = 500
     channels_probe()
     until, level = health.cooling()[a.id]
-    assert level == 1 and not health.is_available(a.id)
+    assert level == 1 and not health.available(health.cooling(), a.id)
 
 
 def test_upstream_refusing_our_key_disables_the_channel_and_tells_the_staff(
