@@ -36,6 +36,7 @@ DB_NAME = "tollgate_bench"
 DB_URL = f"postgres://postgres@127.0.0.1:5432/{DB_NAME}"
 REDIS_URL = "redis://127.0.0.1:6379/13"
 NGINX_PORT, STREAM_PORT, TOLLGATE_PORT = 18080, 18081, 18000
+PROFILE = ROOT / "artifacts" / "bench" / "web-profile.txt"
 TICK_MS = 1000 / os.sysconf("SC_CLK_TCK")
 
 FIXED_COMPLETION = json.dumps(
@@ -272,6 +273,53 @@ def wrk(url: str, script: Path, connections: int, seconds: int) -> dict:
     return data
 
 
+def start_profile(pid: int, out: Path, seconds: int) -> subprocess.Popen:
+    """py-spy sampling one web worker (folded stacks, idle time left out)."""
+    if not shutil.which("py-spy", path=str(ROOT / ".venv" / "bin")):
+        subprocess.run([PY, "-m", "pip", "install", "-q", "py-spy"], check=True)
+    spy = str(ROOT / ".venv" / "bin" / "py-spy")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [spy, "record", "--pid", str(pid), "--duration", str(seconds), "--rate", "250"]
+    cmd += ["--format", "raw", "--nonblocking", "-o", str(out)]
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def profile_summary(path: Path, top: int = 20) -> dict[str, dict[str, float]]:
+    """Where the worker's samples were: the functions they were in (self) and the
+    modules they passed through (inclusive), as percentages of all samples."""
+    own: dict[str, int] = {}
+    through: dict[str, int] = {}
+    samples = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        n = int(count)
+        samples += n
+        frames = [_frame(f) for f in stack.split(";")]
+        own[frames[-1][0]] = own.get(frames[-1][0], 0) + n
+        for module in {module for _, module in frames}:
+            through[module] = through.get(module, 0) + n
+
+    def ranked(counts: dict[str, int]) -> dict[str, float]:
+        best = sorted(counts.items(), key=lambda kv: -kv[1])[:top]
+        return {name: round(100 * n / max(samples, 1), 1) for name, n in best}
+
+    return {"self": ranked(own), "inclusive_by_module": ranked(through)}
+
+
+_FRAME = re.compile(
+    r"(.*?) \((?:.*/site-packages/|.*/lib/python3[.0-9]*/|" + re.escape(str(ROOT)) + "/)?([^:]+)"
+)
+
+
+def _frame(frame: str) -> tuple[str, str]:
+    """("function (module)", "module") from py-spy's "function (path/module.py:line)"."""
+    match = _FRAME.match(frame)
+    if not match:
+        return frame, frame
+    module = match.group(2).removesuffix(".py").replace("/", ".")
+    return f"{match.group(1)} ({module})", module
+
+
 def ttft(url: str, key: str, n: int) -> list[float]:
     body = {
         "model": "bench-stream",
@@ -302,6 +350,11 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--server", choices=["granian", "uvicorn"], default="granian")
     parser.add_argument("--skip-million", action="store_true")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="sample one web worker with py-spy during the 32-connection run",
+    )
     parser.add_argument("--out", default=str(ROOT / "artifacts" / "bench" / "results.json"))
     args = parser.parse_args()
 
@@ -424,7 +477,13 @@ def main() -> int:
             base = wrk(direct, script, connections, args.seconds)
             cpu0, busy0 = cpu_ms(workers), machine_busy_ms()
             parts0 = cpu_groups(workers, [worker.pid, *children(worker.pid)])
+            spy = None
+            if args.profile and connections == 32:
+                spy = start_profile(workers[0], PROFILE, args.seconds)
             run = wrk(gateway, script, connections, args.seconds)
+            if spy is not None:
+                spy.wait(30)
+                results["profile"] = profile_summary(PROFILE)
             cpu1, busy1 = cpu_ms(workers), machine_busy_ms()
             parts1 = cpu_groups(workers, [worker.pid, *children(worker.pid)])
             total_requests += run["requests"]
