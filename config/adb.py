@@ -7,6 +7,12 @@ each, and under load the web process spent more CPU handing work between threads
 the statements themselves cost. On PostgreSQL they run here instead, on async psycopg
 connections owned by the event loop, prepared once per connection.
 
+Under load the two statements are group-committed (``GroupCommit``): the holds, or
+the usage records, that requests ask for while one such statement is running go
+together in the next one. PostgreSQL then commits (and flushes its WAL) once per
+group instead of once per request, and the web process makes one round trip for
+all of them. A request alone still goes at once.
+
 Everything else (the ORM, SQLite in the embedded mode, cache misses) still goes
 through Django on ``config.threads``. Database errors are raised as Django's, so callers
 handle one family of exceptions whichever path ran.
@@ -14,13 +20,13 @@ handle one family of exceptions whichever path ran.
 
 import asyncio
 import select
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from types import SimpleNamespace
 from typing import Any
 
 import psycopg
 from django.conf import settings
-from django.db import connections
+from django.db import DatabaseError, InterfaceError, OperationalError, connections
 from django.db.utils import DatabaseErrorWrapper
 
 
@@ -66,6 +72,7 @@ class _Pool:
     so a restarted server costs the requests in flight, not the process."""
 
     def __init__(self, size: int) -> None:
+        self.groups: dict[str, GroupCommit] = {}
         self._idle: list[psycopg.AsyncCursor] = []
         self._slots = asyncio.Semaphore(size)
         self._params = _connection_params()
@@ -80,13 +87,21 @@ class _Pool:
         return conn.cursor()
 
     async def fetch_one(self, sql: str, params: Sequence[Any]) -> tuple | None:
+        rows = await self.execute(sql, params, everything=False)
+        return rows[0] if rows else None
+
+    async def execute(self, sql: str, params: Sequence[Any], *, everything: bool) -> list[tuple]:
         async with self._slots:
             with _errors:
                 cursor = await self._take()
                 conn = cursor.connection
                 try:
                     await cursor.execute(sql, params, prepare=True)
-                    row = await cursor.fetchone()
+                    if everything:
+                        rows = await cursor.fetchall()
+                    else:
+                        row = await cursor.fetchone()
+                        rows = [row] if row is not None else []
                 except BaseException:
                     # A statement that failed cleanly leaves the connection idle and
                     # reusable; a broken one, or one cancelled mid-statement, is not.
@@ -97,7 +112,7 @@ class _Pool:
                         self._idle.append(cursor)
                     raise
                 self._idle.append(cursor)
-                return row
+                return rows
 
     async def close(self) -> None:
         idle, self._idle = self._idle, []
@@ -121,6 +136,87 @@ def _pool() -> _Pool:
 async def fetch_one(sql: str, params: Sequence[Any]) -> tuple | None:
     """Run one statement (``%s`` placeholders) in its own transaction; its first row."""
     return await _pool().fetch_one(sql, params)
+
+
+async def fetch_all(sql: str, params: Sequence[Any]) -> list[tuple]:
+    """Run one statement in its own transaction; all its rows."""
+    return await _pool().execute(sql, params, everything=True)
+
+
+class GroupCommit:
+    """Items of one kind (a hold, a usage record) written by one statement per group.
+
+    With nothing of its kind in flight an item goes at once, alone; items that arrive
+    while a statement runs wait for it to end and then go together, up to ``limit``
+    per statement. ``run`` writes a group and returns one result per item, in order.
+    If a group's statement fails for a reason that is not the connection (one item's
+    bad value fails the whole statement), each item is tried again alone, so only
+    the item at fault fails. The statement runs in its own task: a request that
+    stops waiting (its client left) does not cancel the others' statement."""
+
+    def __init__(self, run: Callable[[list[Any]], Awaitable[list[Any]]], limit: int) -> None:
+        self._run = run
+        self._limit = limit
+        self._waiting: list[tuple[Any, asyncio.Future]] = []
+        self._task: asyncio.Task | None = None
+
+    async def submit(self, item: Any) -> Any:
+        future = asyncio.get_running_loop().create_future()
+        self._waiting.append((item, future))
+        if self._task is None:
+            self._task = asyncio.create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        group: list[tuple[Any, asyncio.Future]] = []
+        try:
+            while self._waiting:
+                group = self._waiting[: self._limit]
+                del self._waiting[: self._limit]
+                outcomes = await self._outcomes([item for item, _ in group])
+                for (_, future), outcome in zip(group, outcomes, strict=True):
+                    if future.done():
+                        continue  # its request was cancelled meanwhile
+                    if isinstance(outcome, BaseException):
+                        future.set_exception(outcome)
+                    else:
+                        future.set_result(outcome)
+        finally:
+            # Only when the loop is shutting down are items left here.
+            for _, future in group + self._waiting:
+                if not future.done():
+                    future.cancel()
+            self._waiting = []
+            self._task = None
+
+    async def _outcomes(self, items: list[Any]) -> list[Any]:
+        try:
+            return await self._run(items)
+        except (OperationalError, InterfaceError) as exc:
+            return [exc] * len(items)
+        except DatabaseError as exc:
+            if len(items) == 1:
+                return [exc]
+        except Exception as exc:
+            return [exc] * len(items)
+        outcomes: list[Any] = []
+        for item in items:
+            try:
+                outcomes.extend(await self._run([item]))
+            except Exception as exc:
+                outcomes.append(exc)
+        return outcomes
+
+
+async def grouped(
+    kind: str, item: Any, run: Callable[[list[Any]], Awaitable[list[Any]]], limit: int = 32
+) -> Any:
+    """Write ``item`` with others of its ``kind`` (see ``GroupCommit``); its result."""
+    groups = _pool().groups
+    group = groups.get(kind)
+    if group is None:
+        group = groups[kind] = GroupCommit(run, limit)
+    return await group.submit(item)
 
 
 async def close() -> None:

@@ -1,3 +1,4 @@
+import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC
 from typing import Any
@@ -72,14 +73,44 @@ async def usage_record_finish_async(**fields: Any) -> int:
     record is committed, without waiting for the ask."""
     if not adb.enabled():
         return await db(usage_record_finish)(**fields)
+    if fields.get("hold_id") is None:
+        raise ValueError("the relay's usage records have a hold")
     params = []
     for name, is_json, default in _ASYNC_COLUMNS:
         value = fields[name] if name in fields else default()
         params.append(Jsonb(value, dumps=_json_text) if is_json else value)
-    row = await adb.fetch_one(_insert_statement("postgresql"), params)
-    assert row is not None
+    return await adb.grouped("usage", params, _insert_group)
+
+
+_HOLD_COLUMN = [name for name, _, _ in _ASYNC_COLUMNS].index("hold_id")
+_insert_group_sql: list[str] = []
+
+
+def _insert_group_statement() -> str:
+    """The INSERT of any number of records, one array per column (one statement text,
+    prepared once, whatever the group's size), returning each one's id and hold."""
+    if not _insert_group_sql:
+        quote = connection.ops.quote_name
+        columns = ", ".join(quote(f.column) for f in _INSERT_FIELDS)
+        # Arrays of the columns' types without their lengths: a cast to varchar(n)
+        # would cut a long value short, where the INSERT refuses it.
+        types = [re.sub(r"[(][0-9]+[)]", "", f.db_type(connection) or "") for f in _INSERT_FIELDS]
+        arrays = ", ".join(f"%s::{t}[]" for t in types)
+        _insert_group_sql.append(
+            f"INSERT INTO {quote(UsageRecord._meta.db_table)} ({columns}) "  # noqa: S608
+            f"SELECT * FROM unnest({arrays}) RETURNING id, hold_id"
+        )
+    return _insert_group_sql[0]
+
+
+async def _insert_group(records: list[list[Any]]) -> list[int]:
+    """Insert a group of records in one statement (one commit); their ids. Settlement
+    is asked for once for the group."""
+    columns = [list(column) for column in zip(*records, strict=True)]
+    rows = await adb.fetch_all(_insert_group_statement(), columns)
+    ids = {hold_id: usage_id for usage_id, hold_id in rows}
     _request_settlement(background=True)
-    return row[0]
+    return [ids[r[_HOLD_COLUMN]] for r in records]
 
 
 async def usage_record_for_hold_async(*, hold_id: int) -> int | None:
