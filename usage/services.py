@@ -1,13 +1,11 @@
-import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC
 from typing import Any
 
 import orjson
 from django.db import connection, transaction
-from django.db.models import F, JSONField
+from django.db.models import F
 from django.utils import timezone
-from psycopg.types.json import Jsonb
 
 from config import adb
 from config.sql import fetch_one
@@ -54,63 +52,57 @@ def usage_record_finish(**fields: Any) -> int:
     return usage_id
 
 
-def _json_text(value: Any) -> str:
-    return orjson.dumps(value).decode()
-
-
-# (attname, JSON column, default) for each inserted column, in _INSERT_FIELDS order.
+# (column, default) for each inserted column; the relay's fields are named after them.
 _ASYNC_COLUMNS = [
-    (f.attname, isinstance(f, JSONField), f.get_default if f.has_default() else lambda: None)
-    for f in _INSERT_FIELDS
+    (f.column, f.get_default if f.has_default() else lambda: None) for f in _INSERT_FIELDS
 ]
+assert all(f.column == f.attname for f in _INSERT_FIELDS)
 
 
 async def usage_record_finish_async(**fields: Any) -> int:
-    """``usage_record_finish`` for the relay's event loop: on PostgreSQL the same
-    INSERT on the loop's own connection (``config.adb``), with parameters passed as
-    they are (psycopg adapts them) instead of through each model field; elsewhere
-    the synchronous version on a database thread. Settlement is asked for once the
+    """``usage_record_finish`` for the relay's event loop: on PostgreSQL, written
+    with the records of other requests finishing at the same time (see
+    ``_insert_group``) on the loop's own connection (``config.adb``); elsewhere the
+    synchronous version on a database thread. Settlement is asked for once the
     record is committed, without waiting for the ask."""
     if not adb.enabled():
         return await db(usage_record_finish)(**fields)
     if fields.get("hold_id") is None:
         raise ValueError("the relay's usage records have a hold")
-    params = []
-    for name, is_json, default in _ASYNC_COLUMNS:
-        value = fields[name] if name in fields else default()
-        params.append(Jsonb(value, dumps=_json_text) if is_json else value)
-    return await adb.grouped("usage", params, _insert_group)
+    record = {
+        name: fields[name] if name in fields else default() for name, default in _ASYNC_COLUMNS
+    }
+    return await adb.grouped("usage", record, _insert_group)
 
 
-_HOLD_COLUMN = [name for name, _, _ in _ASYNC_COLUMNS].index("hold_id")
 _insert_group_sql: list[str] = []
 
 
 def _insert_group_statement() -> str:
-    """The INSERT of any number of records, one array per column (one statement text,
-    prepared once, whatever the group's size), returning each one's id and hold."""
     if not _insert_group_sql:
         quote = connection.ops.quote_name
+        table = quote(UsageRecord._meta.db_table)
         columns = ", ".join(quote(f.column) for f in _INSERT_FIELDS)
-        # Arrays of the columns' types without their lengths: a cast to varchar(n)
-        # would cut a long value short, where the INSERT refuses it.
-        types = [re.sub(r"[(][0-9]+[)]", "", f.db_type(connection) or "") for f in _INSERT_FIELDS]
-        arrays = ", ".join(f"%s::{t}[]" for t in types)
         _insert_group_sql.append(
-            f"INSERT INTO {quote(UsageRecord._meta.db_table)} ({columns}) "  # noqa: S608
-            f"SELECT * FROM unnest({arrays}) RETURNING id, hold_id"
+            f"INSERT INTO {table} ({columns}) SELECT {columns} "  # noqa: S608
+            f"FROM json_populate_recordset(NULL::{table}, %s::json) RETURNING id, hold_id"
         )
     return _insert_group_sql[0]
 
 
-async def _insert_group(records: list[list[Any]]) -> list[int]:
-    """Insert a group of records in one statement (one commit); their ids. Settlement
-    is asked for once for the group."""
-    columns = [list(column) for column in zip(*records, strict=True)]
-    rows = await adb.fetch_all(_insert_group_statement(), columns)
+async def _insert_group(records: list[dict[str, Any]]) -> list[int]:
+    """Insert a group of records with one statement and one commit; their ids.
+
+    The group goes as one JSON array that PostgreSQL reads into the table's row type,
+    each value through its column's type (a value too long for its column is refused
+    as by a plain INSERT): one parameter, serialised by orjson, where adapting the
+    records' values one by one was a large share of the web process's time. The
+    statement is the same whatever the group's size, so it is prepared once.
+    Settlement is asked for once for the group."""
+    rows = await adb.fetch_all(_insert_group_statement(), [orjson.dumps(records).decode()])
     ids = {hold_id: usage_id for usage_id, hold_id in rows}
     _request_settlement(background=True)
-    return [ids[r[_HOLD_COLUMN]] for r in records]
+    return [ids[r["hold_id"]] for r in records]
 
 
 async def usage_record_for_hold_async(*, hold_id: int) -> int | None:
