@@ -11,6 +11,10 @@ with two workers, drives it with wrk and writes a JSON file and a table:
 - settlement throughput of one worker (records settled per second);
 - the usage log's first page and the CSV export with 1,000,000 usage records.
 
+The 1/8/32-connection runs are repeated (``--repeat``, 3 rounds by default) and
+each count's median round is reported, with every round's rate beside it: on a
+shared virtual machine one run can be a third slower than the next.
+
 At the end every request must be settled and ``ledger_check`` must pass; the script
 says so and exits non-zero otherwise. Run it with ``bash scripts/bench``.
 """
@@ -36,7 +40,7 @@ DB_NAME = "tollgate_bench"
 DB_URL = f"postgres://postgres@127.0.0.1:5432/{DB_NAME}"
 REDIS_URL = "redis://127.0.0.1:6379/13"
 NGINX_PORT, STREAM_PORT, TOLLGATE_PORT = 18080, 18081, 18000
-PROFILE = ROOT / "artifacts" / "bench" / "web-profile.txt"
+PROFILE = ROOT / "artifacts" / "bench" / "web-profile-N.txt"
 TICK_MS = 1000 / os.sysconf("SC_CLK_TCK")
 
 FIXED_COMPLETION = json.dumps(
@@ -274,12 +278,13 @@ def wrk(url: str, script: Path, connections: int, seconds: int) -> dict:
 
 
 def start_profile(pid: int, out: Path, seconds: int) -> subprocess.Popen:
-    """py-spy sampling one web worker (folded stacks, idle time left out)."""
+    """py-spy sampling the web server's processes (folded stacks, idle time left out)."""
     if not shutil.which("py-spy", path=str(ROOT / ".venv" / "bin")):
         subprocess.run([PY, "-m", "pip", "install", "-q", "py-spy"], check=True)
     spy = str(ROOT / ".venv" / "bin" / "py-spy")
     out.parent.mkdir(parents=True, exist_ok=True)
-    cmd = [spy, "record", "--pid", str(pid), "--duration", str(seconds), "--rate", "250"]
+    cmd = [spy, "record", "--pid", str(pid), "--subprocesses", "--duration", str(seconds)]
+    cmd += ["--rate", "250"]
     cmd += ["--format", "raw", "--nonblocking", "-o", str(out)]
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
@@ -351,9 +356,12 @@ def main() -> int:
     parser.add_argument("--server", choices=["granian", "uvicorn"], default="granian")
     parser.add_argument("--skip-million", action="store_true")
     parser.add_argument(
+        "--repeat", type=int, default=3, help="rounds of the 1/8/32-connection runs (median kept)"
+    )
+    parser.add_argument(
         "--profile",
         action="store_true",
-        help="sample one web worker with py-spy during the 32-connection run",
+        help="sample the web workers with py-spy during each run (skews its figures a little)",
     )
     parser.add_argument("--out", default=str(ROOT / "artifacts" / "bench" / "results.json"))
     args = parser.parse_args()
@@ -402,7 +410,9 @@ def main() -> int:
                 "--log-level",
                 "warning",
                 "--no-access-log",
-            ]
+            ],
+            # The first chunk comes at once (that is what is measured), the rest 5 ms apart.
+            env={**env(), "BENCH_CHUNK_DELAY_MS": "5"},
         )
         worker = start(
             [
@@ -471,23 +481,25 @@ def main() -> int:
 
         log("warm-up")
         total_requests = wrk(gateway, script, 8, 3)["requests"]
-        cut_off = 8 + 1 + 8 + 32 + 32  # warm-up, the three runs, the settlement burst
-        results["runs"] = {}
-        for connections in (1, 8, 32):
+        # Requests in flight when wrk stops are not counted by it but are recorded.
+        cut_off = 8 + (1 + 8 + 32) * args.repeat + 32  # warm-up, runs, settlement burst
+        rounds: dict[int, list[dict]] = {1: [], 8: [], 32: []}
+        for round_no, connections in [(r, c) for r in range(args.repeat) for c in rounds]:
             base = wrk(direct, script, connections, args.seconds)
             cpu0, busy0 = cpu_ms(workers), machine_busy_ms()
             parts0 = cpu_groups(workers, [worker.pid, *children(worker.pid)])
             spy = None
-            if args.profile and connections == 32:
-                spy = start_profile(workers[0], PROFILE, args.seconds)
+            profile = PROFILE.with_name(f"web-profile-{connections}.txt")
+            if args.profile and round_no == 0:
+                spy = start_profile(server.pid, profile, args.seconds)
             run = wrk(gateway, script, connections, args.seconds)
             if spy is not None:
                 spy.wait(30)
-                results["profile"] = profile_summary(PROFILE)
+                results.setdefault("profile", {})[connections] = profile_summary(profile)
             cpu1, busy1 = cpu_ms(workers), machine_busy_ms()
             parts1 = cpu_groups(workers, [worker.pid, *children(worker.pid)])
             total_requests += run["requests"]
-            results["runs"][connections] = {
+            measured = {
                 "rps": round(run["rps"], 1),
                 "direct_rps": round(base["rps"], 1),
                 "p50_ms": run["p50_us"] / 1000,
@@ -502,13 +514,26 @@ def main() -> int:
                     for part in parts0
                 },
             }
-            log(f"{connections:>2} connections: {results['runs'][connections]}")
+            rounds[connections].append(measured)
+            log(f"{connections:>2} connections, round {round_no + 1}: {measured}")
+        # Each connection count's figures are those of its median round by requests/s
+        # (this machine's speed varies from minute to minute); the others' rates stay.
+        results["runs"] = {}
+        for connections, runs in rounds.items():
+            ranked = sorted(runs, key=lambda m: m["rps"])
+            results["runs"][connections] = {
+                **ranked[(len(ranked) - 1) // 2],
+                "rps_of_each_round": [m["rps"] for m in runs],
+            }
 
         log("time to first streamed token")
-        n = 200
-        direct_ttft = ttft(f"http://127.0.0.1:{STREAM_PORT}/v1/chat/completions", key, n)
-        gateway_ttft = ttft(gateway, key, n)
-        total_requests += n
+        # Direct and through Tollgate in turns, so both see the machine alike.
+        direct_ttft: list[float] = []
+        gateway_ttft: list[float] = []
+        for _ in range(2 * args.repeat):
+            direct_ttft += ttft(f"http://127.0.0.1:{STREAM_PORT}/v1/chat/completions", key, 50)
+            gateway_ttft += ttft(gateway, key, 50)
+            total_requests += 50
         results["ttft"] = {
             "direct_p50_ms": round(statistics.median(direct_ttft), 3),
             "gateway_p50_ms": round(statistics.median(gateway_ttft), 3),
@@ -710,6 +735,11 @@ def print_table(r: dict) -> None:
         ("Whole-machine CPU per request (ms)", "machine_cpu_ms_per_request"),
     ):
         print(f"| {label} | " + " | ".join(str(runs[c][key]) for c in (1, 8, 32)) + " |")
+    print(
+        "| Requests/s of each round (median shown) | "
+        + " | ".join(" / ".join(map(str, runs[c]["rps_of_each_round"])) for c in (1, 8, 32))
+        + " |"
+    )
     parts = runs[32]["cpu_ms_per_request_by_part"]
     print(
         "| CPU per request at 32 conns, by part (ms) | "
