@@ -377,7 +377,8 @@ def main() -> int:
         log_file = (work / f"process-{len(procs)}.log").open("w")
         kw.setdefault("stdout", log_file)
         kw.setdefault("stderr", subprocess.STDOUT)
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env(), start_new_session=True, **kw)
+        kw.setdefault("env", env())
+        proc = subprocess.Popen(cmd, cwd=ROOT, start_new_session=True, **kw)
         procs.append(proc)
         return proc
 
