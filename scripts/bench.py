@@ -11,6 +11,11 @@ with two workers, drives it with wrk and writes a JSON file and a table:
 - settlement throughput of one worker (records settled per second);
 - the usage log's first page and the CSV export with 1,000,000 usage records.
 
+For scale, the same server in the same shape then runs two bare apps
+(``scripts/bench_floor.py``): one answering the completion itself, one proxying to
+nginx with aiohttp and nothing else. They are the floor under Tollgate's figures on
+this machine.
+
 The 1/8/32-connection runs are repeated (``--repeat``, 3 rounds by default) and
 each count's median round is reported, with every round's rate beside it: on a
 shared virtual machine one run can be a third slower than the next.
@@ -39,7 +44,7 @@ PY = str(ROOT / ".venv" / "bin" / "python")
 DB_NAME = "tollgate_bench"
 DB_URL = f"postgres://postgres@127.0.0.1:5432/{DB_NAME}"
 REDIS_URL = "redis://127.0.0.1:6379/13"
-NGINX_PORT, STREAM_PORT, TOLLGATE_PORT = 18080, 18081, 18000
+NGINX_PORT, STREAM_PORT, TOLLGATE_PORT, FLOOR_PORT = 18080, 18081, 18000, 18001
 PROFILE = ROOT / "artifacts" / "bench" / "web-profile-N.txt"
 TICK_MS = 1000 / os.sysconf("SC_CLK_TCK")
 
@@ -157,7 +162,7 @@ def ensure_tools() -> None:
 def env() -> dict[str, str]:
     return {
         **os.environ,
-        "DATABASE_URL": DB_URL,
+        "DATABASE_URL": os.environ.get("BENCH_DATABASE_URL", DB_URL),
         "REDIS_URL": REDIS_URL,
         "DEBUG": "false",
         "SECRET_KEY": "bench-secret-key-not-for-production-0123456789abcdefghij",
@@ -195,6 +200,21 @@ def psql(sql: str, db: str = DB_NAME) -> str:
         capture_output=True,
         text=True,
     ).stdout.strip()
+
+
+def server_command(server: str, app: str, port: int) -> list[str]:
+    """The ASGI server with two workers, as in production (the Procfile)."""
+    if server == "granian":
+        return [
+            *(str(ROOT / ".venv/bin/granian"), "--interface", "asgi", "--workers", "2"),
+            *("--host", "127.0.0.1", "--port", str(port), "--loop", "uvloop"),
+            *("--log-level", "warning", "--no-ws", app),
+        ]
+    return [
+        *(PY, "-m", "uvicorn", app, "--workers", "2", "--port", str(port)),
+        *("--loop", "uvloop", "--http", "httptools", "--lifespan", "off"),
+        *("--log-level", "warning", "--no-access-log"),
+    ]
 
 
 def wait_http(url: str, timeout: float = 30) -> None:
@@ -356,6 +376,12 @@ def main() -> int:
     parser.add_argument("--server", choices=["granian", "uvicorn"], default="granian")
     parser.add_argument("--skip-million", action="store_true")
     parser.add_argument(
+        "--skip-floor", action="store_true", help="skip the bare server and bare proxy runs"
+    )
+    parser.add_argument(
+        "--serve", action="store_true", help="start everything, then just serve (to poke at)"
+    )
+    parser.add_argument(
         "--repeat", type=int, default=3, help="rounds of the 1/8/32-connection runs (median kept)"
     )
     parser.add_argument(
@@ -430,48 +456,7 @@ def main() -> int:
                 "--without-mingle",
             ]
         )
-        if args.server == "granian":
-            server = start(
-                [
-                    str(ROOT / ".venv/bin/granian"),
-                    "--interface",
-                    "asgi",
-                    "--workers",
-                    "2",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(TOLLGATE_PORT),
-                    "--loop",
-                    "uvloop",
-                    "--log-level",
-                    "warning",
-                    "--no-ws",
-                    "config.asgi:application",
-                ]
-            )
-        else:
-            server = start(
-                [
-                    PY,
-                    "-m",
-                    "uvicorn",
-                    "config.asgi:application",
-                    "--workers",
-                    "2",
-                    "--port",
-                    str(TOLLGATE_PORT),
-                    "--loop",
-                    "uvloop",
-                    "--http",
-                    "httptools",
-                    "--lifespan",
-                    "off",
-                    "--log-level",
-                    "warning",
-                    "--no-access-log",
-                ]
-            )
+        server = start(server_command(args.server, "config.asgi:application", TOLLGATE_PORT))
         for port in (NGINX_PORT, STREAM_PORT, TOLLGATE_PORT):
             wait_http(f"http://127.0.0.1:{port}/")
         script = work / "post.lua"
@@ -479,6 +464,15 @@ def main() -> int:
         direct = f"http://127.0.0.1:{NGINX_PORT}/v1/chat/completions"
         gateway = f"http://127.0.0.1:{TOLLGATE_PORT}/v1/chat/completions"
         workers = children(server.pid) or [server.pid]
+        if args.serve:
+            log(f"serving until interrupted: {gateway} (key {key}); wrk script {script}")
+            signal.signal(signal.SIGTERM, signal.default_int_handler)
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            try:
+                server.wait()
+            except KeyboardInterrupt:
+                pass
+            return 0
 
         log("warm-up")
         total_requests = wrk(gateway, script, 8, 3)["requests"]
@@ -526,6 +520,33 @@ def main() -> int:
                 **ranked[(len(ranked) - 1) // 2],
                 "rps_of_each_round": [m["rps"] for m in runs],
             }
+
+        if not args.skip_floor:
+            results["floor"] = {}
+            for app in ("answer", "proxy"):
+                floor_server = start(
+                    server_command(args.server, f"scripts.bench_floor:{app}", FLOOR_PORT),
+                    env={**env(), "BENCH_ANSWER": FIXED_COMPLETION, "BENCH_UPSTREAM": direct},
+                )
+                wait_http(f"http://127.0.0.1:{FLOOR_PORT}/")
+                floor_workers = children(floor_server.pid) or [floor_server.pid]
+                floor_url = f"http://127.0.0.1:{FLOOR_PORT}/v1/chat/completions"
+                wrk(floor_url, script, 8, 2)  # warm-up
+                results["floor"][app] = {}
+                for connections in (1, 32):
+                    base = wrk(direct, script, connections, args.seconds)
+                    cpu0 = cpu_ms(floor_workers)
+                    run = wrk(floor_url, script, connections, args.seconds)
+                    results["floor"][app][connections] = {
+                        "rps": round(run["rps"], 1),
+                        "added_p50_ms": round((run["p50_us"] - base["p50_us"]) / 1000, 3),
+                        "web_cpu_ms_per_request": round(
+                            (cpu_ms(floor_workers) - cpu0) / run["requests"], 3
+                        ),
+                    }
+                os.killpg(floor_server.pid, signal.SIGTERM)
+                floor_server.wait(15)
+                log(f"floor, {app}: {results['floor'][app]}")
 
         log("time to first streamed token")
         # Direct and through Tollgate in turns, so both see the machine alike.
@@ -747,6 +768,17 @@ def print_table(r: dict) -> None:
         + ", ".join(f"{k} {v}" for k, v in parts.items())
         + " | | |"
     )
+    for app, label in (
+        ("answer", "Floor: the bare server answering itself"),
+        ("proxy", "Floor: a bare proxy (server + aiohttp, no auth, no database)"),
+    ):
+        if app in r.get("floor", {}):
+            f = r["floor"][app]
+            print(
+                f"| {label}: req/s, added p50 (ms), web CPU per request (ms) | "
+                f"{f[1]['rps']}, {f[1]['added_p50_ms']}, {f[1]['web_cpu_ms_per_request']} | | "
+                f"{f[32]['rps']}, {f[32]['added_p50_ms']}, {f[32]['web_cpu_ms_per_request']} |"
+            )
     print()
     print(f"Added time to first streamed token (p50): {r['ttft']['added_p50_ms']} ms")
     print(f"Settlement, one worker: {r['settlement']['records_per_second']} records/s")
