@@ -123,3 +123,15 @@ def test_a_channel_with_usage_is_kept_and_an_unused_one_deleted(world):
     assert world.staff.delete(f"/api/channels/{unused.pk}/").status_code == 204
     assert not Channel.objects.filter(pk=unused.pk).exists()
     assert [c.id for c in channels_enabled()] == [used.pk]
+
+
+@pytest.mark.parametrize("path", ["/api/channels/", "/api/accounts/", "/api/price-groups/"])
+def test_a_page_asked_for_past_any_number_the_database_holds_is_a_page(world, path):
+    ChannelFactory.create_batch(3)
+    huge = "3708531500283000782848"  # past PostgreSQL's bigint
+    everything = world.staff.get(f"{path}?limit={huge}")
+    assert everything.status_code == 200
+    assert everything.json()["count"] == len(everything.json()["results"]) > 0
+    past_the_end = world.staff.get(f"{path}?limit=2&offset={huge}")
+    assert past_the_end.status_code == 200
+    assert past_the_end.json()["results"] == []
