@@ -8,16 +8,80 @@ request gets a thread-sensitive context. The relay's views are async, use no
 session, cookie or CSRF, and do their database work on their own threads, which
 manage their connections. So this handler keeps Django's request parsing, URL
 resolution, error handling and disconnect handling, and drops the rest.
+
+The POSTs to the three relayed endpoints go further: they are answered straight
+from the ASGI scope (``relay.views.serve``) without a Django request, URL
+resolution or handler chain, and the response is written to the server directly.
+Everything else under ``/v1/`` (``/v1/models``, a wrong method, an unknown path)
+takes the Django route above.
 """
 
 import asyncio
 import io
+from collections.abc import Coroutine
+from contextlib import aclosing
+from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import RequestAborted
 from django.core.handlers.asgi import ASGIHandler
 from django.core.handlers.exception import convert_exception_to_response
+from django.http import HttpResponse, StreamingHttpResponse
 from django.urls import set_script_prefix
+
+from . import views
+from .services import CHAT, EMBEDDINGS, MESSAGES, Endpoint
+
+# The endpoints answered straight from the ASGI scope, by path.
+RELAYED = {
+    "/v1/chat/completions": CHAT,
+    "/v1/embeddings": EMBEDDINGS,
+    "/v1/messages": MESSAGES,
+}
+
+
+def _headers(scope) -> dict[bytes, bytes]:
+    """The request's headers by (lower-case) name; a repeated header's values are
+    joined with commas, as Django does (two Authorization headers make one
+    malformed value, never a choice of one of them)."""
+    headers: dict[bytes, bytes] = {}
+    for name, value in scope["headers"]:
+        name = name.lower()
+        headers[name] = headers[name] + b"," + value if name in headers else value
+    return headers
+
+
+def _header(headers: dict[bytes, bytes], name: bytes) -> str | None:
+    value = headers.get(name)
+    return value.decode("latin-1") if value is not None else None
+
+
+def _declared_length(headers: dict[bytes, bytes]) -> int:
+    try:
+        return int(headers.get(b"content-length") or 0)
+    except ValueError:
+        return 0
+
+
+async def _send(response: HttpResponse | StreamingHttpResponse, send) -> None:
+    """Write a response to the ASGI server (the relay's responses carry no cookies)."""
+    headers = [
+        (name.encode("latin-1"), value.encode("latin-1")) for name, value in response.items()
+    ]
+    if isinstance(response, StreamingHttpResponse):
+        await send(
+            {"type": "http.response.start", "status": response.status_code, "headers": headers}
+        )
+        async with aclosing(aiter(response)) as parts:  # type: ignore[type-var]
+            async for part in parts:
+                if part:
+                    await send({"type": "http.response.body", "body": part, "more_body": True})
+        await send({"type": "http.response.body"})
+        return
+    body = response.content
+    headers.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 class RelayASGIHandler(ASGIHandler):
@@ -39,6 +103,12 @@ class RelayASGIHandler(ASGIHandler):
             body_file = await self.read_body(receive)
         except RequestAborted:
             return
+        endpoint = RELAYED.get(scope["path"]) if scope["method"] == "POST" else None
+        if endpoint is not None and not scope.get("root_path"):
+            await self._watching_disconnect(
+                receive, self._relay(endpoint, scope, body_file.getvalue(), send)
+            )
+            return
         set_script_prefix(self.get_script_prefix(scope))
         request, error_response = self.create_request(scope, body_file)
         if request is None:
@@ -55,11 +125,37 @@ class RelayASGIHandler(ASGIHandler):
                 pass  # the client went away while the response was being sent
             return response
 
+        await self._watching_disconnect(receive, process_request())
+        body_file.close()
+
+    async def _relay(self, endpoint: Endpoint, scope, body: bytes, send) -> None:
+        headers = _headers(scope)
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        too_large = limit is not None and (len(body) > limit or _declared_length(headers) > limit)
+        authorization = _header(headers, b"authorization")
+        raw_key = views.bearer_token(authorization)
+        if endpoint is MESSAGES:
+            raw_key = _header(headers, b"x-api-key") or raw_key
+        client = scope.get("client")
+        response = await views.serve(
+            endpoint,
+            method="POST",
+            raw_key=raw_key,
+            raw_body=None if too_large else body,
+            client_ip=client[0] if client else None,
+            supplied_request_id=_header(headers, b"x-request-id"),
+        )
+        try:
+            await _send(response, send)
+        except asyncio.CancelledError:
+            pass  # the client went away while the response was being sent
+
+    async def _watching_disconnect(self, receive, process: Coroutine[Any, Any, Any]) -> None:
         # Watch for the client leaving while the view runs (as Django does): the view
         # is cancelled and bills what it must from its own cleanup.
         tasks = [
             asyncio.create_task(self.listen_for_disconnect(receive)),
-            asyncio.create_task(process_request()),
+            asyncio.create_task(process),
         ]
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         for task in tasks:
@@ -74,7 +170,6 @@ class RelayASGIHandler(ASGIHandler):
                     await task
                 except asyncio.CancelledError:
                     pass
-        body_file.close()
 
     async def read_body(self, receive):
         """The body in memory rather than in a spooled temporary file (a file object

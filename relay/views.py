@@ -52,18 +52,22 @@ from .tokens import count_completion, count_messages, count_text
 logger = logging.getLogger("tollgate.relay")
 
 
-def request_id_for(request: HttpRequest) -> str:
-    rid = request_id_from(request.headers.get("x-request-id"))
+def request_id_for(supplied: str | None) -> str:
+    rid = request_id_from(supplied)
     # Every log line written while this request is served carries its id.
     logs.request_id.set(rid)
     return rid
 
 
-def bearer_key(request: HttpRequest) -> str | None:
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+def bearer_token(authorization: str | None) -> str | None:
+    scheme, _, token = (authorization or "").partition(" ")
     if scheme.lower() == "bearer" and token.strip():
         return token.strip()
     return None
+
+
+def bearer_key(request: HttpRequest) -> str | None:
+    return bearer_token(request.headers.get("authorization"))
 
 
 def client_ip(request: HttpRequest) -> str | None:
@@ -335,18 +339,25 @@ def _method_not_allowed(
     return response
 
 
-async def _serve(
-    request: HttpRequest, endpoint: Endpoint, raw_key: str | None
+async def serve(
+    endpoint: Endpoint,
+    *,
+    method: str,
+    raw_key: str | None,
+    raw_body: bytes | None,
+    client_ip: str | None,
+    supplied_request_id: str | None,
 ) -> HttpResponse | StreamingHttpResponse:
+    """One relayed request, from what it arrived with; ``raw_body`` is None for a
+    body over DATA_UPLOAD_MAX_MEMORY_SIZE (TOLLGATE["MAX_BODY_BYTES"]). The ASGI
+    handler calls this directly for POSTs (``relay.asgi``); the views below are the
+    same endpoints for Django's own handlers."""
     started = time.perf_counter()
-    request_id = request_id_for(request)
+    request_id = request_id_for(supplied_request_id)
     anthropic_shape = endpoint is MESSAGES
-    if request.method != "POST":
+    if method != "POST":
         return _method_not_allowed(request_id, "POST", anthropic_shape)
-    try:
-        # Over DATA_UPLOAD_MAX_MEMORY_SIZE (TOLLGATE["MAX_BODY_BYTES"]), declared or not.
-        raw_body = request.body
-    except RequestDataTooBig:
+    if raw_body is None:
         limit = settings.TOLLGATE["MAX_BODY_BYTES"]
         return errors.request_too_large(limit).response(request_id, anthropic=anthropic_shape)
     try:
@@ -354,7 +365,7 @@ async def _serve(
             endpoint=endpoint,
             raw_key=raw_key,
             raw_body=raw_body,
-            client_ip=client_ip(request),
+            client_ip=client_ip,
             request_id=request_id,
         )
         if grant.params.stream:
@@ -370,6 +381,23 @@ async def _serve(
     except Exception:
         logger.exception("request %s failed inside the gateway", request_id)
         return errors.internal_error(request_id).response(request_id, anthropic=anthropic_shape)
+
+
+async def _serve(
+    request: HttpRequest, endpoint: Endpoint, raw_key: str | None
+) -> HttpResponse | StreamingHttpResponse:
+    try:
+        raw_body: bytes | None = request.body
+    except RequestDataTooBig:
+        raw_body = None
+    return await serve(
+        endpoint,
+        method=request.method or "",
+        raw_key=raw_key,
+        raw_body=raw_body,
+        client_ip=client_ip(request),
+        supplied_request_id=request.headers.get("x-request-id"),
+    )
 
 
 @csrf_exempt
@@ -393,7 +421,7 @@ async def models(request: HttpRequest) -> HttpResponse:
     """The models this key may use, with its account's current prices."""
     from billing.selectors import prices_current
 
-    request_id = request_id_for(request)
+    request_id = request_id_for(request.headers.get("x-request-id"))
     if request.method != "GET":
         return _method_not_allowed(request_id, "GET")
     try:
