@@ -378,8 +378,8 @@ def settlement_run(*, usage_ids: Sequence[int] | None = None, limit: int = 500) 
     is booked to the overage account and the account is refused until topped up.
 
     Reserving requests wait for the account row, so it is written last, just before
-    the commit. Only a batch that could cost more than it releases needs the
-    balance up front, and locks the row from the start."""
+    its keys' spend rows and the commit. Only a batch that could cost more than it
+    releases needs the balance up front, and locks the row from the start."""
     from usage.models import UsageRecord
 
     with transaction.atomic():
@@ -427,8 +427,9 @@ def settlement_run(*, usage_ids: Sequence[int] | None = None, limit: int = 500) 
             _settle_account_batch(account_id, by_account[account_id], holds, now, spend)
             for account_id in sorted(by_account)
         ]
-        keyspend_apply(spend)
         usage_daily_add(records=rows)
+        account_of_key = {r["api_key_id"]: r["account_id"] for r in rows}
+        with_spend = {account_of_key.get(k) for (k, _, _), d in spend.items() if d[0] or d[1]}
         for account_id, balance_delta, held_delta in moves:
             if balance_delta or held_delta:
                 Account.objects.filter(pk=account_id).update(
@@ -436,6 +437,13 @@ def settlement_run(*, usage_ids: Sequence[int] | None = None, limit: int = 500) 
                 )
                 if balance_delta:
                     _low_balance_watch(account_id)
+            elif account_id in with_spend:
+                list(Account.objects.filter(pk=account_id).select_for_update(no_key=True))
+        # The keys' spend rows after their accounts' rows, in the order a reservation
+        # takes them (the account, then its key's spend rows): taken the other way
+        # round, a settlement and a reservation on a key with spend limits could each
+        # hold the row the other waits for.
+        keyspend_apply(spend)
     return len(rows)
 
 
