@@ -7,7 +7,7 @@ import pytest
 from django.db import DataError, IntegrityError, connection
 
 from accounts.models import Account
-from billing.models import Hold
+from billing.models import Hold, KeySpend
 from billing.services import HoldRefused, hold_reserve_async
 from config import adb
 from tests.factories import AccountFactory, ApiKeyFactory
@@ -162,3 +162,22 @@ def test_one_bad_record_fails_alone_and_the_rest_of_its_group_is_written():
     assert all(isinstance(o, int) for o in written)
     assert set(UsageRecord.objects.values_list("pk", flat=True)) == set(written)
     assert not UsageRecord.objects.filter(hold_id__in=[holds[3], holds[5]]).exists()
+
+
+def test_holds_asked_for_together_stay_within_the_keys_daily_spend_limit():
+    account = AccountFactory(credit=100 * AMOUNT)
+    limited = ApiKeyFactory(account=account, daily_spend_limit=4 * AMOUNT)
+    free = ApiKeyFactory(account=account)
+
+    results = run(reserve_all([limited, free], 10))
+
+    limited_results = results[0::2]
+    assert sum(isinstance(r, int) for r in limited_results) == 4
+    assert set(limited_results) - {r for r in limited_results if isinstance(r, int)} == {
+        HoldRefused.DAILY_LIMIT
+    }
+    assert all(isinstance(r, int) for r in results[1::2])
+    account.refresh_from_db()
+    assert account.held == 14 * AMOUNT
+    spend = KeySpend.objects.get(api_key=limited, period=KeySpend.Period.DAY)
+    assert (spend.held, spend.spent) == (4 * AMOUNT, 0)
