@@ -132,15 +132,13 @@ class RelayASGIHandler(ASGIHandler):
         headers = _headers(scope)
         limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
         too_large = limit is not None and (len(body) > limit or _declared_length(headers) > limit)
-        authorization = _header(headers, b"authorization")
-        raw_key = views.bearer_token(authorization)
-        if endpoint is MESSAGES:
-            raw_key = _header(headers, b"x-api-key") or raw_key
         client = scope.get("client")
         response = await views.serve(
             endpoint,
             method="POST",
-            raw_key=raw_key,
+            raw_key=views.key_for(
+                endpoint, _header(headers, b"authorization"), _header(headers, b"x-api-key")
+            ),
             raw_body=None if too_large else body,
             client_ip=client[0] if client else None,
             supplied_request_id=_header(headers, b"x-request-id"),

@@ -70,6 +70,14 @@ def bearer_key(request: HttpRequest) -> str | None:
     return bearer_token(request.headers.get("authorization"))
 
 
+def key_for(endpoint: Endpoint, authorization: str | None, x_api_key: str | None) -> str | None:
+    """The caller's key: a Bearer token, or for the Anthropic Messages API also
+    ``x-api-key`` (which wins)."""
+    if endpoint is MESSAGES and x_api_key:
+        return x_api_key
+    return bearer_token(authorization)
+
+
 def client_ip(request: HttpRequest) -> str | None:
     return request.META.get("REMOTE_ADDR") or None
 
@@ -383,9 +391,7 @@ async def serve(
         return errors.internal_error(request_id).response(request_id, anthropic=anthropic_shape)
 
 
-async def _serve(
-    request: HttpRequest, endpoint: Endpoint, raw_key: str | None
-) -> HttpResponse | StreamingHttpResponse:
+async def _serve(request: HttpRequest, endpoint: Endpoint) -> HttpResponse | StreamingHttpResponse:
     try:
         raw_body: bytes | None = request.body
     except RequestDataTooBig:
@@ -393,7 +399,9 @@ async def _serve(
     return await serve(
         endpoint,
         method=request.method or "",
-        raw_key=raw_key,
+        raw_key=key_for(
+            endpoint, request.headers.get("authorization"), request.headers.get("x-api-key")
+        ),
         raw_body=raw_body,
         client_ip=client_ip(request),
         supplied_request_id=request.headers.get("x-request-id"),
@@ -402,18 +410,18 @@ async def _serve(
 
 @csrf_exempt
 async def chat_completions(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
-    return await _serve(request, CHAT, bearer_key(request))
+    return await _serve(request, CHAT)
 
 
 @csrf_exempt
 async def embeddings(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
-    return await _serve(request, EMBEDDINGS, bearer_key(request))
+    return await _serve(request, EMBEDDINGS)
 
 
 @csrf_exempt
 async def messages(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
     """The Anthropic Messages API; the key comes in ``x-api-key`` or as a Bearer token."""
-    return await _serve(request, MESSAGES, request.headers.get("x-api-key") or bearer_key(request))
+    return await _serve(request, MESSAGES)
 
 
 @csrf_exempt

@@ -1,3 +1,4 @@
+import functools
 from collections.abc import Mapping, Sequence
 from datetime import UTC
 from typing import Any
@@ -75,19 +76,15 @@ async def usage_record_finish_async(**fields: Any) -> int:
     return await adb.grouped("usage", record, _insert_group)
 
 
-_insert_group_sql: list[str] = []
-
-
+@functools.cache
 def _insert_group_statement() -> str:
-    if not _insert_group_sql:
-        quote = connection.ops.quote_name
-        table = quote(UsageRecord._meta.db_table)
-        columns = ", ".join(quote(f.column) for f in _INSERT_FIELDS)
-        _insert_group_sql.append(
-            f"INSERT INTO {table} ({columns}) SELECT {columns} "  # noqa: S608
-            f"FROM json_populate_recordset(NULL::{table}, %s::json) RETURNING id, hold_id"
-        )
-    return _insert_group_sql[0]
+    quote = connection.ops.quote_name
+    table = quote(UsageRecord._meta.db_table)
+    columns = ", ".join(quote(f.column) for f in _INSERT_FIELDS)
+    return (
+        f"INSERT INTO {table} ({columns}) SELECT {columns} "  # noqa: S608
+        f"FROM json_populate_recordset(NULL::{table}, %s::json) RETURNING id, hold_id"
+    )
 
 
 async def _insert_group(records: list[dict[str, Any]]) -> list[int]:
