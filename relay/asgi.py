@@ -142,6 +142,7 @@ class RelayASGIHandler(ASGIHandler):
             raw_body=None if too_large else body,
             client_ip=client[0] if client else None,
             supplied_request_id=_header(headers, b"x-request-id"),
+            record_after_response=True,
         )
         try:
             await _send(response, send)

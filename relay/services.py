@@ -448,20 +448,29 @@ async def _usage_record_write(grant: Grant, fields: dict[str, Any]) -> int:
         retrying = True
 
 
+def relay_charges(grant: Grant, outcome: Outcome) -> tuple[TokenCounts, int, int]:
+    """What a finished request is billed for: (tokens, cost, upstream cost), from the
+    route's price snapshot, without I/O. Failed requests cost nothing."""
+    if outcome.status not in CHARGED:
+        return TokenCounts(), 0, 0
+    route = outcome.route or grant.routes[0]
+    channel = outcome.channel
+    tokens = outcome.tokens
+    upstream_cost = 0
+    if channel is not None and route.model in channel.cost_prices:
+        upstream_cost = channel.cost_prices[route.model].cost(tokens)
+    return tokens, route.price.cost(tokens), upstream_cost
+
+
 async def relay_finish(*, grant: Grant, outcome: Outcome) -> tuple[int, int]:
     """Write the usage record (waiting out a database restart), have its settlement
     asked for, give back rate-limit capacity and report channel health. Returns
     (record id, cost).
 
     Failed requests cost nothing; their hold is released by the same settlement."""
-    charged = outcome.status in CHARGED
+    tokens, cost, upstream_cost = relay_charges(grant, outcome)
     route = outcome.route or grant.routes[0]
     channel = outcome.channel
-    tokens = outcome.tokens if charged else TokenCounts()
-    cost = route.price.cost(tokens) if charged else 0
-    upstream_cost = 0
-    if charged and channel is not None and route.model in channel.cost_prices:
-        upstream_cost = channel.cost_prices[route.model].cost(tokens)
     usage_id = await _usage_record_write(
         grant,
         {
@@ -484,7 +493,7 @@ async def relay_finish(*, grant: Grant, outcome: Outcome) -> tuple[int, int]:
             "cache_write_tokens": tokens.cache_write,
             "output_tokens": tokens.output,
             "reasoning_tokens": tokens.reasoning,
-            "estimated": outcome.estimated and charged,
+            "estimated": outcome.estimated and outcome.status in CHARGED,
             "price_snapshot": {"model": route.model, **route.price.snapshot()},
             "cost": cost,
             "upstream_cost": upstream_cost,

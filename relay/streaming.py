@@ -44,13 +44,19 @@ _background: set[asyncio.Task] = set()
 Opener = Callable[[Route, ChannelInfo], Awaitable[UpstreamStream]]
 
 
-async def finish_usage(grant: Grant, outcome: Outcome) -> tuple[int, int]:
-    """Write the usage record (see ``relay_finish``), waiting out a database restart.
-    Shielded, and kept referenced, so a client that goes away cannot stop it."""
+def finish_usage_soon(grant: Grant, outcome: Outcome) -> "asyncio.Task[tuple[int, int]]":
+    """Start writing the usage record (see ``relay_finish``), waiting out a database
+    restart; the task is kept referenced until it is done, so neither a client that
+    goes away nor a caller that does not wait for it can stop it."""
     task = asyncio.ensure_future(relay_finish(grant=grant, outcome=outcome))
     _background.add(task)
     task.add_done_callback(_background.discard)
-    return await asyncio.shield(task)
+    return task
+
+
+async def finish_usage(grant: Grant, outcome: Outcome) -> tuple[int, int]:
+    """Write the usage record and wait for it (shielded)."""
+    return await asyncio.shield(finish_usage_soon(grant, outcome))
 
 
 async def finishing_done(timeout: float = 35.0) -> None:

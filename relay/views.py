@@ -35,6 +35,7 @@ from .services import (
     Route,
     authenticate_async,
     relay_authorize,
+    relay_charges,
 )
 from .streaming import (
     AnthropicAccounting,
@@ -45,6 +46,7 @@ from .streaming import (
     StreamRelay,
     candidates,
     finish_usage,
+    finish_usage_soon,
     open_with_failover,
 )
 from .tokens import count_completion, count_messages, count_text
@@ -241,7 +243,7 @@ def _render(
     return reply.body
 
 
-async def _complete(grant: Grant, started: float) -> HttpResponse:
+async def _complete(grant: Grant, started: float, record_after: bool) -> HttpResponse:
     attempts: list[dict[str, Any]] = []
     try:
         reply, route, channel = await call_with_failover(grant, attempts)
@@ -255,20 +257,40 @@ async def _complete(grant: Grant, started: float) -> HttpResponse:
     estimated = tokens is None
     if tokens is None:
         tokens = _estimate(grant, reply, _is_native(grant, channel))
-    _, cost = await finish_usage(
-        grant,
-        Outcome(
-            status=UsageRecord.Status.SUCCESS,
-            http_status=200,
-            route=route,
-            channel=channel,
-            tokens=tokens,
-            estimated=estimated,
-            attempts=attempts,
-            latency_ms=_elapsed_ms(started),
-        ),
+    outcome = Outcome(
+        status=UsageRecord.Status.SUCCESS,
+        http_status=200,
+        route=route,
+        channel=channel,
+        tokens=tokens,
+        estimated=estimated,
+        attempts=attempts,
+        latency_ms=_elapsed_ms(started),
     )
+    if record_after and grant.admission is None:
+        # The answer goes out now and its usage record is committed right after, as a
+        # stream's is after its last event: the cost in the answer is the one the
+        # record carries (both from the route's price snapshot). A key with rate
+        # limits waits for the record, which gives its capacity back, so that its
+        # next request finds the slot free.
+        _record_after_response(grant, outcome)
+        _, cost, _ = relay_charges(grant, outcome)
+    else:
+        _, cost = await finish_usage(grant, outcome)
     return _json(_render(grant, route, channel, reply, tokens, cost), grant)
+
+
+def _record_after_response(grant: Grant, outcome: Outcome) -> None:
+    def written(task: asyncio.Task) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            logger.error(
+                "request %s: its usage record could not be written (%s); its hold is "
+                "released when it expires",
+                grant.request_id,
+                task.exception(),
+            )
+
+    finish_usage_soon(grant, outcome).add_done_callback(written)
 
 
 # -- a stream --------------------------------------------------------------------------
@@ -355,11 +377,16 @@ async def serve(
     raw_body: bytes | None,
     client_ip: str | None,
     supplied_request_id: str | None,
+    record_after_response: bool = False,
 ) -> HttpResponse | StreamingHttpResponse:
     """One relayed request, from what it arrived with; ``raw_body`` is None for a
     body over DATA_UPLOAD_MAX_MEMORY_SIZE (TOLLGATE["MAX_BODY_BYTES"]). The ASGI
     handler calls this directly for POSTs (``relay.asgi``); the views below are the
-    same endpoints for Django's own handlers."""
+    same endpoints for Django's own handlers.
+
+    ``record_after_response``: the caller's event loop outlives the request (an ASGI
+    server's), so a successful answer may be sent before its usage record is
+    committed; the record is written by a task of that loop."""
     started = time.perf_counter()
     request_id = request_id_for(supplied_request_id)
     anthropic_shape = endpoint is MESSAGES
@@ -378,7 +405,7 @@ async def serve(
         )
         if grant.params.stream:
             return await _stream(grant, started)
-        return await _complete(grant, started)
+        return await _complete(grant, started, record_after_response)
     except ApiError as exc:
         return exc.response(request_id, anthropic=anthropic_shape)
     except (OperationalError, InterfaceError) as exc:

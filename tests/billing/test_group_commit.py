@@ -11,12 +11,22 @@ from billing.models import Hold, KeySpend
 from billing.services import HoldRefused, hold_reserve_async
 from config import adb
 from tests.factories import AccountFactory, ApiKeyFactory
+from tests.relay.conftest import settle_in_flight
 from usage.models import UsageRecord
 from usage.services import usage_record_finish_async
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 AMOUNT = 1_000
+
+
+@pytest.fixture(autouse=True)
+def _settled_before_flush(celery_worker_thread):
+    """The records written here ask the session's worker to settle them: it is done
+    before the tables are emptied for the next test (a settlement running during the
+    flush deadlocks with it)."""
+    yield
+    settle_in_flight()
 
 
 def run(coroutine):

@@ -89,6 +89,13 @@ def test_concurrent_requests_per_key_and_slots_come_back(relay_env, upstream):
     assert [relay_env.post(chat(), key=key.secret).status_code for _ in range(3)] == [200, 200, 200]
 
 
+def test_a_key_limited_to_one_request_at_a_time_can_send_one_after_another(relay_env):
+    # Each answer gives its slot back before it reaches the caller.
+    key = ApiKeyFactory(account=relay_env.account, concurrency_limit=1)
+    statuses = [relay_env.post(chat(), key=key.secret).status_code for _ in range(20)]
+    assert statuses == [200] * 20
+
+
 def test_concurrent_requests_per_account_across_keys(relay_env, upstream):
     Account.objects.filter(pk=relay_env.account.pk).update(concurrency_limit=1)
     other = ApiKeyFactory(account=relay_env.account)
