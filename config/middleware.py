@@ -4,7 +4,7 @@ own lean handler and does the same work itself)."""
 from collections.abc import Callable
 
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
 
 from .logs import request_id, request_id_from
 
@@ -37,3 +37,22 @@ class ContentSecurityPolicyMiddleware:
         if settings.CONTENT_SECURITY_POLICY:
             response.headers.setdefault("Content-Security-Policy", settings.CONTENT_SECURITY_POLICY)
         return response
+
+
+class NullCharactersMiddleware:
+    """A query string with a NUL character is refused with a 400 before any view
+    runs: PostgreSQL text cannot hold one, so a filter such as ``?model=%00`` would
+    otherwise fail inside the database (a 500). The management API answers in its
+    usual shape, naming the parameter, as DRF does for a body field."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        for name, values in request.GET.lists():
+            if "\x00" in name or any("\x00" in value for value in values):
+                message = "Null characters are not allowed."
+                if request.path.startswith("/api/"):
+                    return JsonResponse({name.replace("\x00", ""): [message]}, status=400)
+                return HttpResponseBadRequest(message, content_type="text/plain")
+        return self.get_response(request)

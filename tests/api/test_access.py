@@ -157,3 +157,12 @@ def test_a_user_without_an_account_sees_nothing_and_cannot_make_keys(world):
     response = nobody.post("/api/keys/", {"name": "k", "account": world.a.pk})
     assert response.status_code == 403
     assert ApiKey.objects.count() == 2
+
+
+@pytest.mark.parametrize("url", LISTS)
+def test_a_null_character_in_a_filter_is_a_clear_400(world, url):
+    # PostgreSQL text cannot hold NUL: such a filter is refused before any query.
+    response = world.staff.get(url, {"model": "gpt\x00-4o", "status": "success"})
+    assert response.status_code == 400
+    assert response.json() == {"model": ["Null characters are not allowed."]}
+    assert world.staff.get(url, {"model": "gpt-4o-mini"}).status_code == 200
