@@ -166,7 +166,10 @@ class Hold(models.Model):
         RELEASED = "released", "Released"
         EXPIRED = "expired", "Expired"
 
-    account = models.ForeignKey("accounts.Account", on_delete=models.PROTECT, related_name="holds")
+    # Found through the (account, status) index below.
+    account = models.ForeignKey(
+        "accounts.Account", on_delete=models.PROTECT, related_name="holds", db_index=False
+    )
     api_key = models.ForeignKey(
         "accounts.ApiKey", on_delete=models.PROTECT, null=True, blank=True, related_name="+"
     )

@@ -22,12 +22,22 @@ class UsageRecord(models.Model):
         # Refused before any upstream call (validation, policy, balance).
         REJECTED = "rejected", "Rejected"
 
-    request_id = models.CharField(max_length=128, db_index=True)
+    # Indexed in Meta (a plain b-tree: it is looked up by equality, never by pattern).
+    request_id = models.CharField(max_length=128)
+    # The account's and the key's rows are found through the (…, -created_at) indexes
+    # below; a single-column index of either would be one more write per record.
     account = models.ForeignKey(
-        "accounts.Account", on_delete=models.PROTECT, related_name="usage_records"
+        "accounts.Account",
+        on_delete=models.PROTECT,
+        related_name="usage_records",
+        db_index=False,
     )
     api_key = models.ForeignKey(
-        "accounts.ApiKey", on_delete=models.PROTECT, null=True, related_name="usage_records"
+        "accounts.ApiKey",
+        on_delete=models.PROTECT,
+        null=True,
+        related_name="usage_records",
+        db_index=False,
     )
     hold = models.OneToOneField(
         "billing.Hold", on_delete=models.PROTECT, null=True, blank=True, related_name="usage"
@@ -63,8 +73,15 @@ class UsageRecord(models.Model):
     client_ip = models.GenericIPAddressField(null=True, blank=True)
     created_at = models.DateTimeField(db_default=Now())
     settled_at = models.DateTimeField(null=True, blank=True)
+    # Not indexed: nothing looks records up by their settlement (the reconciliation
+    # reads them all), and every settled record would write the index again.
     settlement = models.ForeignKey(
-        "billing.Transaction", on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+        "billing.Transaction",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+        db_index=False,
     )
 
     class Meta:
@@ -78,6 +95,7 @@ class UsageRecord(models.Model):
             ),
         ]
         indexes = [
+            models.Index(fields=["request_id"], name="usage_request_id"),
             models.Index(fields=["account", "-created_at"]),
             models.Index(fields=["api_key", "-created_at"]),
             models.Index(
