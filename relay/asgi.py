@@ -105,7 +105,7 @@ class RelayASGIHandler(ASGIHandler):
             return
         endpoint = RELAYED.get(scope["path"]) if scope["method"] == "POST" else None
         if endpoint is not None and not scope.get("root_path"):
-            await self._watching_disconnect(
+            await self._relay_watching_disconnect(
                 receive, self._relay(endpoint, scope, body_file.getvalue(), send)
             )
             return
@@ -148,6 +148,32 @@ class RelayASGIHandler(ASGIHandler):
             await _send(response, send)
         except asyncio.CancelledError:
             pass  # the client went away while the response was being sent
+
+    async def _relay_watching_disconnect(self, receive, process: Coroutine[Any, Any, Any]) -> None:
+        """``_watching_disconnect`` for the relayed POSTs, with the relay run in this
+        task rather than a task of its own: one task fewer and no wait on two tasks
+        per request. A disconnect cancels this task; the relay bills what it must
+        from its own cleanup, and that cancellation ends here."""
+        task = asyncio.current_task()
+        assert task is not None
+        aborted = False
+
+        def on_disconnect(listener: asyncio.Task) -> None:
+            nonlocal aborted
+            if not listener.cancelled() and isinstance(listener.exception(), RequestAborted):
+                aborted = True
+                task.cancel()
+
+        listener = asyncio.create_task(self.listen_for_disconnect(receive))
+        listener.add_done_callback(on_disconnect)
+        try:
+            await process
+        except asyncio.CancelledError:
+            if not aborted:
+                raise  # the server is cancelling the request, not the client
+            task.uncancel()
+        finally:
+            listener.cancel()
 
     async def _watching_disconnect(self, receive, process: Coroutine[Any, Any, Any]) -> None:
         # Watch for the client leaving while the view runs (as Django does): the view
