@@ -13,8 +13,8 @@ with two workers, drives it with wrk and writes a JSON file and a table:
 
 For scale, the same server in the same shape then runs two bare apps
 (``scripts/bench_floor.py``): one answering the completion itself, one proxying to
-nginx with aiohttp and nothing else. They are the floor under Tollgate's figures on
-this machine.
+nginx with aiohttp and nothing else (and streaming from the streaming fake, for the
+first-token figure). They are the floor under Tollgate's figures on this machine.
 
 The 1/8/32-connection runs are repeated (``--repeat``, 3 rounds by default) and
 each count's median round is reported, with every round's rate beside it: on a
@@ -366,6 +366,17 @@ def ttft(url: str, key: str, n: int) -> list[float]:
     return samples
 
 
+def ttft_pair(url: str, key: str, repeat: int) -> tuple[list[float], list[float]]:
+    """First-token times calling the streaming upstream directly and through ``url``,
+    in turns, so both see the machine alike."""
+    direct: list[float] = []
+    through: list[float] = []
+    for _ in range(2 * repeat):
+        direct += ttft(f"http://127.0.0.1:{STREAM_PORT}/v1/chat/completions", key, 50)
+        through += ttft(url, key, 50)
+    return direct, through
+
+
 def unsettled() -> int:
     return int(psql("SELECT count(*) FROM usage_usagerecord WHERE settled_at IS NULL"))
 
@@ -544,18 +555,21 @@ def main() -> int:
                             (cpu_ms(floor_workers) - cpu0) / run["requests"], 3
                         ),
                     }
+                if app == "proxy":
+                    # The floor under the added time to the first streamed token.
+                    direct_ttft, floor_ttft = ttft_pair(
+                        f"http://127.0.0.1:{FLOOR_PORT}/stream", key, args.repeat
+                    )
+                    results["floor"]["proxy"]["ttft_added_p50_ms"] = round(
+                        statistics.median(floor_ttft) - statistics.median(direct_ttft), 3
+                    )
                 os.killpg(floor_server.pid, signal.SIGTERM)
                 floor_server.wait(15)
                 log(f"floor, {app}: {results['floor'][app]}")
 
         log("time to first streamed token")
-        # Direct and through Tollgate in turns, so both see the machine alike.
-        direct_ttft: list[float] = []
-        gateway_ttft: list[float] = []
-        for _ in range(2 * args.repeat):
-            direct_ttft += ttft(f"http://127.0.0.1:{STREAM_PORT}/v1/chat/completions", key, 50)
-            gateway_ttft += ttft(gateway, key, 50)
-            total_requests += 50
+        direct_ttft, gateway_ttft = ttft_pair(gateway, key, args.repeat)
+        total_requests += len(gateway_ttft)
         results["ttft"] = {
             "direct_p50_ms": round(statistics.median(direct_ttft), 3),
             "gateway_p50_ms": round(statistics.median(gateway_ttft), 3),
@@ -780,7 +794,11 @@ def print_table(r: dict) -> None:
                 f"{f[32]['rps']}, {f[32]['added_p50_ms']}, {f[32]['web_cpu_ms_per_request']} |"
             )
     print()
-    print(f"Added time to first streamed token (p50): {r['ttft']['added_p50_ms']} ms")
+    floor_ttft = r.get("floor", {}).get("proxy", {}).get("ttft_added_p50_ms")
+    print(
+        f"Added time to first streamed token (p50): {r['ttft']['added_p50_ms']} ms"
+        + (f" (the bare streaming proxy: {floor_ttft} ms)" if floor_ttft is not None else "")
+    )
     print(f"Settlement, one worker: {r['settlement']['records_per_second']} records/s")
     if "usage_log_1m" in r:
         u = r["usage_log_1m"]
