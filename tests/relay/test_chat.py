@@ -1,5 +1,7 @@
 """Non-streaming chat completions through a loopback upstream, end to end."""
 
+import contextlib
+
 import httpx
 import openai
 import pytest
@@ -9,6 +11,7 @@ from billing.pricing import micro_to_usd
 from relay import mock
 from relay.tokens import count_messages
 from tests.conftest import wait_for
+from tests.factories import ApiKeyFactory
 from usage.models import UsageRecord
 
 from .conftest import chat
@@ -307,3 +310,50 @@ def test_client_leaving_a_non_streaming_request_is_billed_for_the_prompt(relay_e
     assert record.input_tokens == count_messages(body["messages"])
     assert record.output_tokens == 0
     assert relay_env.refresh().balance == 5_000_000 - record.cost
+
+
+def _usage_table_locked():
+    """Hold a lock that lets no usage record be written until the block ends."""
+    from django.db import connection, transaction
+
+    @contextlib.contextmanager
+    def locked():
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(f"LOCK TABLE {UsageRecord._meta.db_table} IN SHARE ROW EXCLUSIVE MODE")
+            yield
+
+    return locked()
+
+
+def test_the_answer_does_not_wait_for_its_usage_record(relay_env):
+    with _usage_table_locked():
+        response = relay_env.http.post(
+            "/v1/chat/completions",
+            json=chat(),
+            headers={
+                "authorization": f"Bearer {relay_env.key.secret}",
+                "x-request-id": "not-held-back",
+            },
+            timeout=5,
+        )
+        assert response.status_code == 200
+        cost = response.json()["usage"]["cost"]
+        assert not UsageRecord.objects.filter(request_id="not-held-back").exists()
+    # Written once the table is free, with the cost the answer showed.
+    record = settled("not-held-back")
+    assert micro_to_usd(record.cost) == cost
+
+
+def test_a_rate_limited_keys_answer_waits_for_its_record(relay_env):
+    # Its record gives the key's capacity back, before its next request can come.
+    key = ApiKeyFactory(account=relay_env.account, concurrency_limit=1)
+    with httpx.Client(base_url=relay_env.url, timeout=30) as client:
+        with _usage_table_locked():
+            with pytest.raises(httpx.ReadTimeout):
+                client.post(
+                    "/v1/chat/completions",
+                    json=chat(),
+                    headers={"authorization": f"Bearer {key.secret}", "x-request-id": "waits"},
+                    timeout=1.5,
+                )
+    assert settled("waits").status == "success"
