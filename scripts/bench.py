@@ -181,6 +181,29 @@ def manage(*args: str, capture: bool = False) -> str:
     return result.stdout if capture else ""
 
 
+def autovacuum_on() -> bool:
+    """Run PostgreSQL as production does, with autovacuum. A server set up for test
+    runs may have it off; then every update (the account's ``held``, each hold and
+    usage record settled) leaves a dead row that nothing clears, and PostgreSQL's
+    cost per request climbs from round to round. Returns whether it had to be
+    turned on (and so must be turned off again at the end)."""
+    if psql("SHOW autovacuum", db="postgres") == "on":
+        return False
+    psql("ALTER SYSTEM SET autovacuum = on", db="postgres")
+    psql("SELECT pg_reload_conf()", db="postgres")
+    deadline = time.monotonic() + 10
+    while psql("SHOW autovacuum", db="postgres") != "on":
+        if time.monotonic() > deadline:
+            raise SystemExit("PostgreSQL did not turn autovacuum on")
+        time.sleep(0.1)
+    return True
+
+
+def autovacuum_restore() -> None:
+    psql("ALTER SYSTEM RESET autovacuum", db="postgres")
+    psql("SELECT pg_reload_conf()", db="postgres")
+
+
 def psql(sql: str, db: str = DB_NAME) -> str:
     return subprocess.run(
         [
@@ -408,6 +431,8 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="tollgate-bench-"))
     procs: list[subprocess.Popen] = []
     results: dict = {"server": args.server, "seconds_per_run": args.seconds}
+    turned_on = autovacuum_on()
+    results["postgres_autovacuum"] = "turned on for the run" if turned_on else "on"
 
     def start(cmd: list[str], **kw) -> subprocess.Popen:
         # Each process logs to its own file in the work directory (named in the output).
@@ -728,6 +753,8 @@ def main() -> int:
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
         shutil.rmtree(work, ignore_errors=True)
+        if turned_on:
+            autovacuum_restore()
 
     results["machine"] = {
         "cpus": os.cpu_count(),
@@ -800,6 +827,7 @@ def print_table(r: dict) -> None:
         + (f" (the bare streaming proxy: {floor_ttft} ms)" if floor_ttft is not None else "")
     )
     print(f"Settlement, one worker: {r['settlement']['records_per_second']} records/s")
+    print(f"PostgreSQL autovacuum: {r['postgres_autovacuum']}")
     if "usage_log_1m" in r:
         u = r["usage_log_1m"]
         print(
