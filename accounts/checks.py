@@ -2,6 +2,7 @@
 
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, register
+from django.core.checks import Warning as CheckWarning
 
 
 @register(Tags.security, deploy=True)
@@ -28,4 +29,52 @@ def production_secrets(app_configs, **kwargs) -> list[CheckMessage]:
         )
     if settings.DEBUG:
         problems.append(Error("DEBUG is on.", id="tollgate.E003"))
+    return problems
+
+
+# The tables every relayed request updates: without vacuum their dead rows pile up
+# and PostgreSQL's cost per request climbs for as long as the gateway runs.
+HOT_TABLES = ("accounts_account", "billing_hold", "billing_keyspend", "usage_usagerecord")
+
+
+@register(Tags.database, deploy=True)
+def postgres_autovacuum(app_configs, databases=None, **kwargs) -> list[CheckMessage]:
+    """Warn when PostgreSQL will not vacuum the hot tables (run with ``--database``)."""
+    from django.db import connections
+
+    problems: list[CheckMessage] = []
+    for alias in databases or ():
+        connection = connections[alias]
+        if connection.vendor != "postgresql":
+            continue
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW autovacuum")
+            (server,) = cursor.fetchone()
+            cursor.execute(
+                "SELECT relname FROM pg_class WHERE relname = ANY(%s) "
+                "AND 'autovacuum_enabled=false' = ANY(reloptions) ORDER BY relname",
+                [list(HOT_TABLES)],
+            )
+            tables = [name for (name,) in cursor.fetchall()]
+        hint = (
+            f"Every relayed request updates {', '.join(HOT_TABLES)}; without vacuum their "
+            "dead rows pile up and each request costs PostgreSQL more the longer the "
+            "gateway runs."
+        )
+        if server != "on":
+            problems.append(
+                CheckWarning(
+                    f"PostgreSQL ({alias}) runs with autovacuum off.",
+                    hint=hint + " Set autovacuum = on in postgresql.conf.",
+                    id="tollgate.W001",
+                )
+            )
+        if tables:
+            problems.append(
+                CheckWarning(
+                    f"Autovacuum is disabled on {', '.join(tables)} ({alias}).",
+                    hint=hint + " ALTER TABLE ... RESET (autovacuum_enabled).",
+                    id="tollgate.W002",
+                )
+            )
     return problems
