@@ -3,6 +3,7 @@
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, register
 from django.core.checks import Warning as CheckWarning
+from django.db import connections
 
 
 @register(Tags.security, deploy=True)
@@ -32,16 +33,17 @@ def production_secrets(app_configs, **kwargs) -> list[CheckMessage]:
     return problems
 
 
-# The tables every relayed request updates: without vacuum their dead rows pile up
-# and PostgreSQL's cost per request climbs for as long as the gateway runs.
+# The tables every relayed request updates.
 HOT_TABLES = ("accounts_account", "billing_hold", "billing_keyspend", "usage_usagerecord")
+VACUUM_HINT = (
+    f"Every relayed request updates {', '.join(HOT_TABLES)}; without vacuum their dead "
+    "rows pile up and each request costs PostgreSQL more the longer the gateway runs."
+)
 
 
 @register(Tags.database, deploy=True)
 def postgres_autovacuum(app_configs, databases=None, **kwargs) -> list[CheckMessage]:
     """Warn when PostgreSQL will not vacuum the hot tables (run with ``--database``)."""
-    from django.db import connections
-
     problems: list[CheckMessage] = []
     for alias in databases or ():
         connection = connections[alias]
@@ -56,16 +58,11 @@ def postgres_autovacuum(app_configs, databases=None, **kwargs) -> list[CheckMess
                 [list(HOT_TABLES)],
             )
             tables = [name for (name,) in cursor.fetchall()]
-        hint = (
-            f"Every relayed request updates {', '.join(HOT_TABLES)}; without vacuum their "
-            "dead rows pile up and each request costs PostgreSQL more the longer the "
-            "gateway runs."
-        )
         if server != "on":
             problems.append(
                 CheckWarning(
                     f"PostgreSQL ({alias}) runs with autovacuum off.",
-                    hint=hint + " Set autovacuum = on in postgresql.conf.",
+                    hint=VACUUM_HINT + " Set autovacuum = on in postgresql.conf.",
                     id="tollgate.W001",
                 )
             )
@@ -73,7 +70,7 @@ def postgres_autovacuum(app_configs, databases=None, **kwargs) -> list[CheckMess
             problems.append(
                 CheckWarning(
                     f"Autovacuum is disabled on {', '.join(tables)} ({alias}).",
-                    hint=hint + " ALTER TABLE ... RESET (autovacuum_enabled).",
+                    hint=VACUUM_HINT + " ALTER TABLE ... RESET (autovacuum_enabled).",
                     id="tollgate.W002",
                 )
             )
