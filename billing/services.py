@@ -1,5 +1,6 @@
 """Every write that moves money. Amounts are integer micro-USD."""
 
+import asyncio
 import hashlib
 import logging
 import secrets
@@ -22,7 +23,7 @@ from accounts.models import Account, ApiKey
 from config import adb
 from config.localcache import TTLCache
 from config.sql import fetch_one
-from config.threads import db
+from config.threads import db_future
 from usage.services import usage_daily_add
 
 from .models import (
@@ -262,36 +263,52 @@ def hold_reserve(*, api_key_id: int, account_id: int, amount: int, request_id: s
     key past its spend limits."""
     if amount <= 0:
         raise ValueError("a hold must be positive")
-    if connection.vendor == "postgresql":
-        (result,) = fetch_one(_RESERVE_SQL, [api_key_id, account_id, amount, request_id])
-    else:
-        result = _hold_reserve_portable(api_key_id, account_id, amount, request_id)
-    return _hold_granted(result)
+    return hold_granted(_hold_reserve_raw(api_key_id, account_id, amount, request_id))
 
 
 _RESERVE_SQL = "SELECT tollgate_hold_reserve(%s, %s, %s, %s)"
 
 
-def _hold_granted(result: int) -> int:
+def hold_granted(result: int) -> int:
     """The hold id, or the refusal the reservation's negative result codes for."""
     if result < 0:
         raise HoldRefused(_REFUSALS[result])
     return result
 
 
+def hold_reserve_start(
+    *, api_key_id: int, account_id: int, amount: int, request_id: str
+) -> "asyncio.Future[int]":
+    """Start reserving a hold from the relay's event loop: the future of the
+    reservation's raw result (a hold id, or a negative refusal code for
+    ``hold_granted``). On PostgreSQL it goes with the holds other requests ask for at
+    the same time, on the loop's own connection (``config.adb``); elsewhere on a
+    database thread. Either way the reservation runs to its end if the caller stops
+    waiting: whoever owns the request collects the result and gives a granted hold
+    back."""
+    if amount <= 0:
+        raise ValueError("a hold must be positive")
+    if not adb.enabled():
+        return db_future(_hold_reserve_raw, api_key_id, account_id, amount, request_id)
+    return adb.grouped("hold", (api_key_id, account_id, amount, request_id), _reserve_group)
+
+
 async def hold_reserve_async(
     *, api_key_id: int, account_id: int, amount: int, request_id: str
 ) -> int:
-    """``hold_reserve`` for the relay's event loop: the same function, on the loop's
-    own PostgreSQL connection (``config.adb``), or on a database thread elsewhere."""
-    if not adb.enabled():
-        return await db(hold_reserve)(
+    """``hold_reserve`` awaited on the relay's event loop (see ``hold_reserve_start``)."""
+    return hold_granted(
+        await hold_reserve_start(
             api_key_id=api_key_id, account_id=account_id, amount=amount, request_id=request_id
         )
-    if amount <= 0:
-        raise ValueError("a hold must be positive")
-    result = await adb.grouped("hold", (api_key_id, account_id, amount, request_id), _reserve_group)
-    return _hold_granted(result)
+    )
+
+
+def _hold_reserve_raw(api_key_id: int, account_id: int, amount: int, request_id: str) -> int:
+    if connection.vendor == "postgresql":
+        (result,) = fetch_one(_RESERVE_SQL, [api_key_id, account_id, amount, request_id])
+        return result
+    return _hold_reserve_portable(api_key_id, account_id, amount, request_id)
 
 
 _RESERVE_MANY_SQL = (

@@ -151,8 +151,10 @@ class GroupCommit:
     per statement. ``run`` writes a group and returns one result per item, in order.
     If a group's statement fails for a reason that is not the connection (one item's
     bad value fails the whole statement), each item is tried again alone, so only
-    the item at fault fails. The statement runs in its own task: a request that
-    stops waiting (its client left) does not cancel the others' statement."""
+    the item at fault fails. The statement runs in its own task, and ``submit``
+    hands back the item's future rather than waiting on it: a caller that stops
+    waiting (its client left) neither cancels the others' statement nor loses its
+    own result, which its owner can still collect and act on."""
 
     def __init__(self, run: Callable[[list[Any]], Awaitable[list[Any]]], limit: int) -> None:
         self._run = run
@@ -160,12 +162,12 @@ class GroupCommit:
         self._waiting: list[tuple[Any, asyncio.Future]] = []
         self._task: asyncio.Task | None = None
 
-    async def submit(self, item: Any) -> Any:
+    def submit(self, item: Any) -> asyncio.Future:
         future = asyncio.get_running_loop().create_future()
         self._waiting.append((item, future))
         if self._task is None:
             self._task = asyncio.create_task(self._drain())
-        return await future
+        return future
 
     async def _drain(self) -> None:
         group: list[tuple[Any, asyncio.Future]] = []
@@ -176,7 +178,7 @@ class GroupCommit:
                 outcomes = await self._outcomes([item for item, _ in group])
                 for (_, future), outcome in zip(group, outcomes, strict=True):
                     if future.done():
-                        continue  # its request was cancelled meanwhile
+                        continue  # cancelled by its caller, who wants no result
                     if isinstance(outcome, BaseException):
                         future.set_exception(outcome)
                     else:
@@ -208,15 +210,17 @@ class GroupCommit:
         return outcomes
 
 
-async def grouped(
+def grouped(
     kind: str, item: Any, run: Callable[[list[Any]], Awaitable[list[Any]]], limit: int = 32
-) -> Any:
-    """Write ``item`` with others of its ``kind`` (see ``GroupCommit``); its result."""
+) -> asyncio.Future:
+    """Write ``item`` with others of its ``kind`` (see ``GroupCommit``): the future of
+    its result. Await it through ``asyncio.shield`` when the caller may be cancelled
+    and the result must not be lost."""
     groups = _pool().groups
     group = groups.get(kind)
     if group is None:
         group = groups[kind] = GroupCommit(run, limit)
-    return await group.submit(item)
+    return group.submit(item)
 
 
 async def close() -> None:

@@ -58,7 +58,7 @@ if settings.CELERY_TASK_ALWAYS_EAGER:
 async def _lifespan(receive, send) -> None:
     from config import adb
     from relay.client import close_sessions
-    from relay.streaming import finishing_done
+    from relay.lifecycle import endings_done
 
     while True:
         message = await receive()
@@ -76,7 +76,7 @@ async def _lifespan(receive, send) -> None:
         elif message["type"] == "lifespan.shutdown":
             # Usage records still being written (a client that left, a database
             # that is restarting) are written before the connections close.
-            await finishing_done()
+            await endings_done()
             await adb.close()
             await close_sessions()
             await send({"type": "lifespan.shutdown.complete"})

@@ -55,14 +55,20 @@ def db(fn: Callable[P, T]) -> Callable[P, Awaitable[T]]:
 
     @functools.wraps(fn)
     async def call(*args: P.args, **kwargs: P.kwargs) -> T:
-        loop = asyncio.get_running_loop()
         # In the caller's context, so log lines written there carry the request id.
-        context = contextvars.copy_context()
-        return await loop.run_in_executor(
-            _pool(), functools.partial(context.run, _run, fn, *args, **kwargs)
-        )
+        return await db_future(fn, *args, **kwargs)
 
     return call
+
+
+def db_future(fn: Callable[..., T], *args: Any, **kwargs: Any) -> "asyncio.Future[T]":
+    """Start ``fn`` on a database thread; the future of its result. Unlike awaiting
+    ``db(fn)``, a caller that is cancelled while waiting can leave the future to be
+    collected by someone else (the thread runs to its end either way)."""
+    context = contextvars.copy_context()
+    return asyncio.get_running_loop().run_in_executor(
+        _pool(), functools.partial(context.run, _run, fn, *args, **kwargs)
+    )
 
 
 def _report(future: Future) -> None:

@@ -10,7 +10,7 @@ manage their connections. So this handler keeps Django's request parsing, URL
 resolution, error handling and disconnect handling, and drops the rest.
 
 The POSTs to the three relayed endpoints go further: they are answered straight
-from the ASGI scope (``relay.views.serve``) without a Django request, URL
+from the ASGI scope (``relay.lifecycle.serve``) without a Django request, URL
 resolution or handler chain, and the response is written to the server directly.
 Everything else under ``/v1/`` (``/v1/models``, a wrong method, an unknown path)
 takes the Django route above.
@@ -29,8 +29,9 @@ from django.core.handlers.exception import convert_exception_to_response
 from django.http import HttpResponse, StreamingHttpResponse
 from django.urls import set_script_prefix
 
-from . import views
+from .lifecycle import serve
 from .services import CHAT, EMBEDDINGS, MESSAGES, Endpoint
+from .views import key_for
 
 # The endpoints answered straight from the ASGI scope, by path.
 RELAYED = {
@@ -133,10 +134,10 @@ class RelayASGIHandler(ASGIHandler):
         limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
         too_large = limit is not None and (len(body) > limit or _declared_length(headers) > limit)
         client = scope.get("client")
-        response = await views.serve(
+        response = await serve(
             endpoint,
             method="POST",
-            raw_key=views.key_for(
+            raw_key=key_for(
                 endpoint, _header(headers, b"authorization"), _header(headers, b"x-api-key")
             ),
             raw_body=None if too_large else body,

@@ -43,7 +43,8 @@ if TYPE_CHECKING:
     from billing.pricing import TokenCounts
 
     from .errors import ApiError
-    from .services import Grant, Outcome
+    from .lifecycle import RelayRequest
+    from .services import Outcome
 
 logger = logging.getLogger("tollgate.metrics")
 
@@ -60,8 +61,8 @@ _TTFT_BUCKETS = (0.025, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1, 1.5, 2.5, 5, 10, 30)
 REQUESTS = Counter(
     "tollgate_requests",
     "Relayed requests by endpoint, model, channel (id; empty when no upstream was "
-    "reached), outcome (success, cancelled, interrupted, upstream_error, rejected) "
-    "and HTTP status.",
+    "reached), outcome (success, cancelled, interrupted, upstream_error, failed, "
+    "rejected) and HTTP status.",
     ["endpoint", "model", "channel", "status", "code"],
 )
 REQUEST_ERRORS = Counter(
@@ -126,7 +127,7 @@ def _child(metric: Any, *values: str) -> Any:
 
 def request_finished(
     *,
-    grant: "Grant",
+    request: "RelayRequest",
     outcome: "Outcome",
     model: str,
     tokens: "TokenCounts",
@@ -135,7 +136,7 @@ def request_finished(
 ) -> None:
     """Record a request that got a hold; ``tokens`` and the amounts are what was billed."""
     channel = str(outcome.channel.id) if outcome.channel is not None else ""
-    endpoint = grant.endpoint.name
+    endpoint = request.endpoint.name
     status = str(outcome.status)
     _child(REQUESTS, endpoint, model, channel, status, str(outcome.http_status)).inc()
     if status == UsageRecord.Status.SUCCESS:
@@ -161,9 +162,18 @@ def request_finished(
         _child(FAILOVERS, model).inc()
 
 
+def request_ended(*, endpoint: str, model: str, outcome: "Outcome") -> None:
+    """Record a request that ended with no hold: refused (input, policy, limits,
+    balance), or over before its hold was granted. ``model`` is empty unless the
+    requested model was found priced."""
+    status, code = str(outcome.status), str(outcome.http_status)
+    _child(REQUESTS, endpoint, model, "", status, code).inc()
+    _child(REQUEST_ERRORS, endpoint, outcome.error_code or status).inc()
+
+
 def request_refused(*, endpoint: str, model: str, error: "ApiError") -> None:
-    """Record a request refused before a hold (authentication, input, policy, limits,
-    balance). ``model`` is empty unless the requested model was found priced."""
+    """Record a request refused before it was authenticated (or before its body was
+    read: a wrong method, a body too large)."""
     _child(REQUESTS, endpoint, model, "", str(UsageRecord.Status.REJECTED), str(error.status)).inc()
     _child(REQUEST_ERRORS, endpoint, error.code or error.type).inc()
 

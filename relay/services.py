@@ -12,7 +12,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
@@ -29,8 +29,8 @@ from billing.selectors import (
     price_in_book,
     prices_in_book,
 )
-from billing.services import HoldRefused, hold_reserve_async
-from config.threads import db
+from billing.services import HoldRefused, hold_reserve_start
+from config.threads import db, db_future
 from usage.models import UsageRecord
 from usage.services import (
     usage_record_finish_async,
@@ -50,6 +50,9 @@ from .validation import (
     validate_embeddings,
     validate_messages,
 )
+
+if TYPE_CHECKING:
+    from .lifecycle import RelayRequest
 
 logger = logging.getLogger("tollgate.relay")
 access_log = logging.getLogger("tollgate.access")
@@ -79,27 +82,6 @@ class Route:
     model: str
     price: Price
     channels: list[ChannelInfo]
-
-
-@dataclass(slots=True)
-class Grant:
-    """A request that passed every check and has money held for it."""
-
-    request_id: str
-    endpoint: Endpoint
-    key: AuthKey
-    body: dict[str, Any]
-    params: RequestParams
-    routes: list[Route]
-    hold_id: int
-    hold_amount: int
-    client_ip: str | None
-    prompt_estimate: int
-    admission: limits.Admission | None = None
-
-    @property
-    def rate_headers(self) -> dict[str, str]:
-        return self.admission.headers if self.admission is not None else {}
 
 
 @dataclass(slots=True)
@@ -321,96 +303,63 @@ def _rate_limited(exc: limits.RateLimited) -> ApiError:
     return errors.rate_limited(message, code="rate_limit_exceeded", headers=headers)
 
 
-async def relay_authorize(
-    *,
-    endpoint: Endpoint,
-    raw_key: str | None,
-    raw_body: bytes,
-    client_ip: str | None,
-    request_id: str,
-) -> Grant:
-    """Authenticate, validate, apply the key's policy and limits, reserve the hold.
+async def relay_authorize(request: "RelayRequest", raw_body: bytes) -> None:
+    """Validate, apply the key's policy and limits, reserve the hold: on success the
+    request has its params, routes, limit admission and hold.
 
     Runs on the event loop: with warm caches the only I/O is the hold's one
-    statement (and, for keys with rate limits, one Redis call on a thread).
-
-    Raises ApiError. Refusals after authentication (but rate limiting) leave a
-    ``rejected`` usage record so the account owner can see them in the usage log."""
-    try:
-        key = await authenticate_async(raw_key)
-    except ApiError as exc:
-        metrics.request_refused(endpoint=endpoint.name, model="", error=exc)
-        raise
-    model = ""
+    statement (and, for keys with rate limits, one Redis call on a thread). What it
+    takes (limit slots, the hold) is taken through the request, which gives it back
+    however the request ends. Raises ApiError for a refusal."""
+    key = request.key
+    body = parse_json_object(raw_body)
+    request.body = body
+    if isinstance(body.get("model"), str):
+        # Kept on the refusal's usage record: PostgreSQL text cannot hold NUL.
+        request.model_requested = body["model"][:200].replace("\x00", "")
+    if isinstance(body.get("user"), str):
+        request.user = body["user"][:256].replace("\x00", "")
+    params = request.params = request.endpoint.validate(body)
+    if not _ip_allowed(key.ip_allowlist, request.client_ip):
+        raise errors.permission_denied(
+            f"Requests from {request.client_ip} are not allowed for this API key.",
+            "ip_not_allowed",
+        )
+    state = _route_state_cached(key, params) or await db(_route_state_load)(key, params)
+    request.routes = _routes(key, params, request.endpoint, request.request_id, state)
     # Labels the refusal in the metrics once the model is known to be priced; a raw
     # model name would give every made-up name its own series.
-    priced_model = ""
-    user = ""
-    admission: limits.Admission | None = None
-    try:
-        body = parse_json_object(raw_body)
-        if isinstance(body.get("model"), str):
-            # Kept on the refusal's usage record: PostgreSQL text cannot hold NUL.
-            model = body["model"][:200].replace("\x00", "")
-        if isinstance(body.get("user"), str):
-            user = body["user"][:256].replace("\x00", "")
-        params = endpoint.validate(body)
-        if not _ip_allowed(key.ip_allowlist, client_ip):
-            raise errors.permission_denied(
-                f"Requests from {client_ip} are not allowed for this API key.", "ip_not_allowed"
-            )
-        state = _route_state_cached(key, params) or await db(_route_state_load)(key, params)
-        routes = _routes(key, params, endpoint, request_id, state)
-        priced_model = params.model
-        prompt_estimate = len(raw_body) // 3 + _PROMPT_OVERHEAD_TOKENS
-        completion = _completion_reserve(params)
-        if limits.applies(key):
-            try:
-                admission = await db(limits.admit)(
-                    key=key, request_id=request_id, tokens=prompt_estimate + completion
-                )
-            except limits.RateLimited as exc:
-                raise _rate_limited(exc) from None
-        amount = max(
-            r.price.reserve(prompt_tokens=prompt_estimate, completion_tokens=completion)
-            for r in routes
-        )
+    request.priced_model = params.model
+    request.prompt_estimate = len(raw_body) // 3 + _PROMPT_OVERHEAD_TOKENS
+    completion = _completion_reserve(params)
+    if limits.applies(key):
         try:
-            hold_id = await hold_reserve_async(
-                api_key_id=key.id, account_id=key.account_id, amount=amount, request_id=request_id
+            await request.take_admission(
+                db_future(
+                    limits.admit,
+                    key=key,
+                    request_id=request.request_id,
+                    tokens=request.prompt_estimate + completion,
+                )
             )
-        except HoldRefused as refused:
-            raise _refused(refused) from None
-    except ApiError as exc:
-        if admission is not None:
-            await db(limits.release)(admission, tokens_used=0)
-        metrics.request_refused(endpoint=endpoint.name, model=priced_model, error=exc)
-        if exc.status != 401 and exc.code != "rate_limit_exceeded":
-            await db(usage_record_reject)(
-                request_id=request_id,
-                endpoint=endpoint.name,
-                account_id=key.account_id,
-                api_key_id=key.id,
-                model_requested=model,
-                http_status=exc.status,
-                error_code=exc.code or exc.type,
-                user=user,
-                client_ip=client_ip,
-            )
-        raise
-    return Grant(
-        request_id=request_id,
-        endpoint=endpoint,
-        key=key,
-        body=body,
-        params=params,
-        routes=routes,
-        hold_id=hold_id,
-        hold_amount=amount,
-        client_ip=client_ip,
-        prompt_estimate=prompt_estimate,
-        admission=admission,
+        except limits.RateLimited as exc:
+            raise _rate_limited(exc) from None
+    amount = max(
+        r.price.reserve(prompt_tokens=request.prompt_estimate, completion_tokens=completion)
+        for r in request.routes
     )
+    try:
+        await request.take_hold(
+            hold_reserve_start(
+                api_key_id=key.id,
+                account_id=key.account_id,
+                amount=amount,
+                request_id=request.request_id,
+            ),
+            amount,
+        )
+    except HoldRefused as refused:
+        raise _refused(refused) from None
 
 
 CHARGED = frozenset(
@@ -424,7 +373,7 @@ CHARGED = frozenset(
 FINISH_RETRY_SECONDS = 30.0
 
 
-async def _usage_record_write(grant: Grant, fields: dict[str, Any]) -> int:
+async def _usage_record_write(request: "RelayRequest", fields: dict[str, Any]) -> int:
     deadline = time.monotonic() + FINISH_RETRY_SECONDS
     pause = 0.1
     retrying = False
@@ -433,7 +382,8 @@ async def _usage_record_write(grant: Grant, fields: dict[str, Any]) -> int:
             if retrying:
                 # A connection that broke while the record was being committed may
                 # have lost only the acknowledgement: the hold identifies the record.
-                existing = await usage_record_for_hold_async(hold_id=grant.hold_id)
+                assert request.hold_id is not None
+                existing = await usage_record_for_hold_async(hold_id=request.hold_id)
                 if existing is not None:
                     return existing
             return await usage_record_finish_async(**fields)
@@ -441,19 +391,19 @@ async def _usage_record_write(grant: Grant, fields: dict[str, Any]) -> int:
             if time.monotonic() + pause > deadline:
                 raise
             logger.warning(
-                "database unavailable; retrying the usage record of %s", grant.request_id
+                "database unavailable; retrying the usage record of %s", request.request_id
             )
         await asyncio.sleep(pause)
         pause = min(pause * 2, 2.0)
         retrying = True
 
 
-def relay_charges(grant: Grant, outcome: Outcome) -> tuple[TokenCounts, int, int]:
+def relay_charges(request: "RelayRequest", outcome: Outcome) -> tuple[TokenCounts, int, int]:
     """What a finished request is billed for: (tokens, cost, upstream cost), from the
     route's price snapshot, without I/O. Failed requests cost nothing."""
-    if outcome.status not in CHARGED:
+    if outcome.status not in CHARGED or request.hold_id is None:
         return TokenCounts(), 0, 0
-    route = outcome.route or grant.routes[0]
+    route = outcome.route or request.routes[0]
     channel = outcome.channel
     tokens = outcome.tokens
     upstream_cost = 0
@@ -462,24 +412,51 @@ def relay_charges(grant: Grant, outcome: Outcome) -> tuple[TokenCounts, int, int
     return tokens, route.price.cost(tokens), upstream_cost
 
 
-async def relay_finish(*, grant: Grant, outcome: Outcome) -> tuple[int, int]:
+async def relay_finish(*, request: "RelayRequest", outcome: Outcome) -> tuple[int | None, int]:
     """Write the usage record (waiting out a database restart), have its settlement
-    asked for, give back rate-limit capacity and report channel health. Returns
-    (record id, cost).
+    asked for, give back rate-limit capacity, report channel health, count it in the
+    metrics and write its access line. Returns (record id, cost).
 
-    Failed requests cost nothing; their hold is released by the same settlement."""
-    tokens, cost, upstream_cost = relay_charges(grant, outcome)
-    route = outcome.route or grant.routes[0]
+    Failed requests cost nothing; their hold is released by the same settlement. A
+    request that never got a hold (refused, or ended before it) leaves a record that
+    needs no settlement, except a rate-limited one: those are counted, not stored, so
+    a client hammering a limit cannot fill the usage table."""
+    if request.hold_id is None:
+        usage_id = None
+        if outcome.error_code not in _NOT_RECORDED:
+            usage_id = await db(usage_record_reject)(
+                request_id=request.request_id,
+                endpoint=request.endpoint.name,
+                account_id=request.key.account_id,
+                api_key_id=request.key.id,
+                model_requested=request.model_requested,
+                status=outcome.status,
+                http_status=outcome.http_status,
+                error_code=outcome.error_code,
+                stream=request.params.stream,
+                attempts=outcome.attempts,
+                latency_ms=outcome.latency_ms,
+                user=request.user,
+                client_ip=request.client_ip,
+            )
+        await _limits_release(request, 0)
+        metrics.request_ended(
+            endpoint=request.endpoint.name, model=request.priced_model, outcome=outcome
+        )
+        _access_line(request, outcome, request.priced_model, TokenCounts(), 0, usage_id)
+        return usage_id, 0
+    tokens, cost, upstream_cost = relay_charges(request, outcome)
+    route = outcome.route or request.routes[0]
     channel = outcome.channel
     usage_id = await _usage_record_write(
-        grant,
+        request,
         {
-            "request_id": grant.request_id,
-            "endpoint": grant.endpoint.name,
-            "account_id": grant.key.account_id,
-            "api_key_id": grant.key.id,
-            "hold_id": grant.hold_id,
-            "model_requested": grant.params.model,
+            "request_id": request.request_id,
+            "endpoint": request.endpoint.name,
+            "account_id": request.key.account_id,
+            "api_key_id": request.key.id,
+            "hold_id": request.hold_id,
+            "model_requested": request.params.model,
             "model_served": route.model if channel is not None else "",
             "upstream_model": channel.upstream_model(route.model) if channel is not None else "",
             "channel_id": channel.id if channel is not None else None,
@@ -487,7 +464,7 @@ async def relay_finish(*, grant: Grant, outcome: Outcome) -> tuple[int, int]:
             "status": outcome.status,
             "http_status": outcome.http_status,
             "error_code": outcome.error_code,
-            "stream": grant.params.stream,
+            "stream": request.params.stream,
             "input_tokens": tokens.input,
             "cache_read_tokens": tokens.cache_read,
             "cache_write_tokens": tokens.cache_write,
@@ -499,15 +476,14 @@ async def relay_finish(*, grant: Grant, outcome: Outcome) -> tuple[int, int]:
             "upstream_cost": upstream_cost,
             "latency_ms": outcome.latency_ms,
             "ttft_ms": outcome.ttft_ms,
-            "user": grant.params.user,
-            "client_ip": grant.client_ip,
+            "user": request.params.user,
+            "client_ip": request.client_ip,
         },
     )
-    if grant.admission is not None:
-        # Before the response: the caller's next request may need the slot or tokens.
-        await db(limits.release)(grant.admission, tokens_used=tokens.total)
+    # Before the response: the caller's next request may need the slot or tokens.
+    await _limits_release(request, tokens.total)
     metrics.request_finished(
-        grant=grant,
+        request=request,
         outcome=outcome,
         model=route.model,
         tokens=tokens,
@@ -515,30 +491,53 @@ async def relay_finish(*, grant: Grant, outcome: Outcome) -> tuple[int, int]:
         upstream_cost=upstream_cost,
     )
     await _report_health(outcome, route)
-    if access_log.isEnabledFor(logging.INFO):
-        # One line per request for operators: ids, outcome, tokens, money and timings;
-        # never the prompt, the completion or a key. The request id comes from the
-        # logging filter.
-        access_log.info(
-            "%s %s %s",
-            grant.endpoint.name,
-            route.model,
-            outcome.status,
-            extra={
-                "account_id": grant.key.account_id,
-                "api_key_id": grant.key.id,
-                "usage_id": usage_id,
-                "channel_id": channel.id if channel is not None else None,
-                "http_status": outcome.http_status,
-                "input_tokens": tokens.input,
-                "output_tokens": tokens.output,
-                "cost": cost,
-                "latency_ms": outcome.latency_ms,
-                "ttft_ms": outcome.ttft_ms,
-                "attempts": len(outcome.attempts),
-            },
-        )
+    _access_line(request, outcome, route.model, tokens, cost, usage_id)
     return usage_id, cost
+
+
+# Refusals counted in the metrics and the log but not stored (see ``relay_finish``).
+_NOT_RECORDED = frozenset({"rate_limit_exceeded"})
+
+
+async def _limits_release(request: "RelayRequest", tokens_used: int) -> None:
+    if request.admission is not None:
+        await db(limits.release)(request.admission, tokens_used=tokens_used)
+
+
+def _access_line(
+    request: "RelayRequest",
+    outcome: Outcome,
+    model: str,
+    tokens: TokenCounts,
+    cost: int,
+    usage_id: int | None,
+) -> None:
+    """One line per request for operators: ids, outcome, tokens, money and timings;
+    never the prompt, the completion or a key. The request id comes from the logging
+    filter."""
+    if not access_log.isEnabledFor(logging.INFO):
+        return
+    channel = outcome.channel
+    access_log.info(
+        "%s %s %s",
+        request.endpoint.name,
+        model or request.model_requested,
+        outcome.status,
+        extra={
+            "account_id": request.key.account_id,
+            "api_key_id": request.key.id,
+            "usage_id": usage_id,
+            "channel_id": channel.id if channel is not None else None,
+            "http_status": outcome.http_status,
+            "error_code": outcome.error_code or None,
+            "input_tokens": tokens.input,
+            "output_tokens": tokens.output,
+            "cost": cost,
+            "latency_ms": outcome.latency_ms,
+            "ttft_ms": outcome.ttft_ms,
+            "attempts": len(outcome.attempts),
+        },
+    )
 
 
 async def _report_health(outcome: Outcome, route: Route) -> None:

@@ -17,10 +17,9 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
-from django.db import InterfaceError, OperationalError
 
 from billing.pricing import TokenCounts, micro_to_usd
 from usage.models import UsageRecord
@@ -32,92 +31,59 @@ from .errors import ApiError
 from .normalize import tokens_from_anthropic, tokens_from_openai, usage_payload
 from .router import MAX_ATTEMPTS, route_order
 from .selectors import ChannelInfo
-from .services import Grant, Outcome, Route, relay_finish
+from .services import Outcome, Route
 from .tokens import content_text, count_text
+
+if TYPE_CHECKING:
+    from .lifecycle import RelayRequest
 
 logger = logging.getLogger("tollgate.relay")
 
 DONE = sse.encode(sse.DONE)
-# Strong references to fire-and-forget finishing tasks until they are done.
-_background: set[asyncio.Task] = set()
 
 Opener = Callable[[Route, ChannelInfo], Awaitable[UpstreamStream]]
-
-
-def finish_usage_soon(grant: Grant, outcome: Outcome) -> "asyncio.Task[tuple[int, int]]":
-    """Start writing the usage record (see ``relay_finish``), waiting out a database
-    restart; the task is kept referenced until it is done, so neither a client that
-    goes away nor a caller that does not wait for it can stop it."""
-    task = asyncio.ensure_future(relay_finish(grant=grant, outcome=outcome))
-    _background.add(task)
-    task.add_done_callback(_background.discard)
-    return task
-
-
-async def finish_usage(grant: Grant, outcome: Outcome) -> tuple[int, int]:
-    """Write the usage record and wait for it (shielded)."""
-    return await asyncio.shield(finish_usage_soon(grant, outcome))
-
-
-async def finishing_done(timeout: float = 35.0) -> None:
-    """Wait for usage records still being written (server shutdown)."""
-    if _background:
-        await asyncio.wait(set(_background), timeout=timeout)
 
 
 def _ms_since(started: float) -> int:
     return int((time.perf_counter() - started) * 1000)
 
 
-def candidates(grant: Grant) -> list[tuple[Route, ChannelInfo]]:
+def candidates(request: "RelayRequest") -> list[tuple[Route, ChannelInfo]]:
     """(model, channel) pairs in the order they should be tried, bounded."""
-    pairs = [(route, ch) for route in grant.routes for ch in route_order(route.channels)]
+    pairs = [(route, ch) for route in request.routes for ch in route_order(route.channels)]
     return pairs[:MAX_ATTEMPTS]
 
 
 async def open_with_failover(
-    grant: Grant, attempts: list[dict[str, Any]], opener: Opener
-) -> tuple[Route, ChannelInfo, UpstreamStream, AsyncIterator[StreamEvent], StreamEvent]:
+    request: "RelayRequest", opener: Opener
+) -> tuple[Route, ChannelInfo, AsyncIterator[StreamEvent], StreamEvent]:
     """Open the stream on the first channel that delivers a first event.
 
     Nothing has reached the client yet, so a failure up to and including the first
-    event moves on to the next channel."""
+    event moves on to the next channel. The open stream belongs to the request from
+    the moment it is opened (its ending closes it)."""
     failure: UpstreamFailure | None = None
-    for route, channel in candidates(grant):
-        started = time.perf_counter()
+    for route, channel in candidates(request):
+        request.attempt_started(route, channel)
         try:
             stream = await opener(route, channel)
         except UpstreamFailure as exc:
-            attempts.append(
-                {
-                    "channel": channel.id,
-                    "model": route.model,
-                    "status": exc.upstream_status or exc.status,
-                    "error": exc.code,
-                    "ms": _ms_since(started),
-                }
-            )
+            request.attempt_ended(exc.upstream_status or exc.status, exc.code)
             if not exc.retryable:
                 raise
             failure = exc
             continue
+        request.upstream = stream
         events = aiter(stream)
         try:
             first = await anext(events)
         except (UpstreamStreamError, StopAsyncIteration) as exc:
+            request.upstream = None
             await stream.aclose()
             code = exc.code if isinstance(exc, UpstreamStreamError) else "upstream_empty_stream"
             # Silence after the headers is a timeout like silence before them.
             status = 504 if code == "upstream_timeout" else 502
-            attempts.append(
-                {
-                    "channel": channel.id,
-                    "model": route.model,
-                    "status": status,
-                    "error": code,
-                    "ms": _ms_since(started),
-                }
-            )
+            request.attempt_ended(status, code)
             message = (
                 "The upstream provider timed out."
                 if status == 504
@@ -125,13 +91,8 @@ async def open_with_failover(
             )
             failure = UpstreamFailure(status, message, code=code)
             continue
-        except BaseException:
-            await asyncio.shield(stream.aclose())
-            raise
-        attempts.append(
-            {"channel": channel.id, "model": route.model, "status": 200, "ms": _ms_since(started)}
-        )
-        return route, channel, stream, events, first
+        request.attempt_ended(200)
+        return route, channel, events, first
     assert failure is not None
     raise failure
 
@@ -256,8 +217,8 @@ class ChatFormat:
     """OpenAI chunks to an OpenAI client. The upstream's usage chunk is held back and
     replaced, at the end, by the normalised one if the client asked for usage."""
 
-    def __init__(self, grant: Grant) -> None:
-        self.include_usage = grant.params.include_usage
+    def __init__(self, include_usage: bool) -> None:
+        self.include_usage = include_usage
         self.template: dict[str, Any] | None = None
 
     def event(self, event: StreamEvent) -> bytes | None:
@@ -332,28 +293,26 @@ class Format(Protocol):
 
 
 class StreamRelay:
+    """The body of a streamed answer. However it ends (the last event, the client
+    gone, the upstream broken, a failure of the gateway's own) it ends its request
+    once, with what was delivered; the request's ending closes the upstream."""
+
     def __init__(
         self,
         *,
-        grant: Grant,
+        request: "RelayRequest",
         route: Route,
         channel: ChannelInfo,
-        stream: UpstreamStream,
         events: AsyncIterator[StreamEvent],
         first: StreamEvent,
-        attempts: list[dict[str, Any]],
-        started: float,
         accounting: Accounting,
         fmt: Format,
     ) -> None:
-        self.grant = grant
+        self.request = request
         self.route = route
         self.channel = channel
-        self.stream = stream
         self.events = events
         self.first = first
-        self.attempts = attempts
-        self.started = started
         self.accounting = accounting
         self.fmt = fmt
         self.ttft_ms: int | None = None
@@ -361,7 +320,8 @@ class StreamRelay:
 
     async def body(self) -> AsyncIterator[bytes]:
         status = UsageRecord.Status.CANCELLED
-        error_code = "client_disconnected"
+        error_code = ""
+        request_id = self.request.request_id
         try:
             event: StreamEvent | None = self.first
             while event is not None:
@@ -369,7 +329,7 @@ class StreamRelay:
                 out = self.fmt.event(event)
                 if out is not None:
                     if self.ttft_ms is None:
-                        self.ttft_ms = _ms_since(self.started)
+                        self.ttft_ms = _ms_since(self.request.started)
                     yield out
                     # Reaching here means the server took the bytes: they were delivered.
                     self.accounting.delivered(event.data)
@@ -383,51 +343,51 @@ class StreamRelay:
             )
             if tail:
                 yield tail
-            status, error_code = UsageRecord.Status.SUCCESS, ""
+            status = UsageRecord.Status.SUCCESS
         except UpstreamStreamError as exc:
             status, error_code = UsageRecord.Status.INTERRUPTED, exc.code
-            yield self.fmt.error(
-                errors.upstream_error(502, exc.message, self.grant.request_id, exc.code)
-            )
+            yield self.fmt.error(errors.upstream_error(502, exc.message, request_id, exc.code))
+        except Exception:
+            # A failure of the gateway's own, after the stream began: the client gets
+            # a final error event rather than a stream cut off without a word.
+            logger.exception("request %s failed inside the gateway mid-stream", request_id)
+            status, error_code = UsageRecord.Status.FAILED, "internal_error"
+            yield _error_event(self.fmt, errors.internal_error(request_id))
         finally:
             await self.finish(status, error_code)
 
     async def finish(self, status: str, error_code: str) -> None:
-        """Close the upstream and write the usage record, exactly once."""
+        """End the request with what was delivered, exactly once."""
         if self._finishing:
             return
         self._finishing = True
         try:
-            await asyncio.shield(self.stream.aclose())
+            tokens, estimated = self.accounting.tokens()
         except Exception:
-            logger.warning("closing upstream stream failed for %s", self.grant.request_id)
-        tokens, estimated = self.accounting.tokens()
-        http_status = {"success": 200, "cancelled": 499}.get(status, 502)
+            logger.exception("the tokens of %s could not be counted", self.request.request_id)
+            tokens, estimated = TokenCounts(), True
         outcome = Outcome(
             status=status,
-            http_status=http_status,
+            http_status={"success": 200, "cancelled": 499, "failed": 500}.get(status, 502),
             route=self.route,
             channel=self.channel,
-            error_code=error_code,
+            error_code=error_code or (self.request.cancel_code if status == "cancelled" else ""),
             tokens=tokens,
             estimated=estimated,
-            attempts=self.attempts,
-            latency_ms=_ms_since(self.started),
+            attempts=self.request.attempts,
+            latency_ms=_ms_since(self.request.started),
             ttft_ms=self.ttft_ms,
         )
         try:
-            await finish_usage(self.grant, outcome)
-        except (OperationalError, InterfaceError):
+            await asyncio.shield(self.request.end(outcome))
+        except Exception:
             # Everything was sent: end the stream cleanly rather than break it. The
             # hold is released by the expiry sweep.
-            logger.exception("usage of %s could not be recorded", self.grant.request_id)
+            logger.exception("usage of %s could not be recorded", self.request.request_id)
 
-    def finish_if_never_started(self, _task: asyncio.Task) -> None:
-        """Safety net for a response the server never started to send (the client
-        left between the view returning and the first byte): bill it as cancelled."""
-        if not self._finishing:
-            task = asyncio.ensure_future(
-                self.finish(UsageRecord.Status.CANCELLED, "client_disconnected")
-            )
-            _background.add(task)
-            task.add_done_callback(_background.discard)
+
+def _error_event(fmt: Format, failure: ApiError) -> bytes:
+    try:
+        return fmt.error(failure)
+    except Exception:
+        return sse.encode(orjson.dumps(failure.payload()))

@@ -19,6 +19,9 @@ class UsageRecord(models.Model):
         INTERRUPTED = "interrupted", "Interrupted upstream"
         # No upstream could serve it; nothing billed.
         UPSTREAM_ERROR = "upstream_error", "Upstream error"
+        # The gateway itself failed (a bug, the database gone); billed only for what
+        # was delivered before it did.
+        FAILED = "failed", "Gateway error"
         # Refused before any upstream call (validation, policy, balance).
         REJECTED = "rejected", "Rejected"
 

@@ -123,11 +123,11 @@ def _request_settlement(*, background: bool = False) -> None:
     settlement_request(background=background)
 
 
-def usage_record_reject(**fields: Any) -> UsageRecord:
-    """Write the record of a request refused before any money moved: nothing to settle."""
-    return UsageRecord.objects.create(
-        status=UsageRecord.Status.REJECTED, settled_at=timezone.now(), **fields
-    )
+def usage_record_reject(**fields: Any) -> int:
+    """Write the record of a request that ended with no money held for it (refused,
+    or over before its hold): nothing to settle. Returns its id."""
+    fields.setdefault("status", UsageRecord.Status.REJECTED)
+    return UsageRecord.objects.create(settled_at=timezone.now(), **fields).pk
 
 
 _DAILY_SUMS = (

@@ -178,23 +178,38 @@ def manage(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
 
 
 class Gateway:
-    """Tollgate's ASGI app served by uvicorn in its own process."""
+    """Tollgate's ASGI app in its own process: uvicorn, or granian with ``workers``
+    processes as the Procfile runs it in production."""
 
-    def __init__(self, env: dict[str, str], log: Path) -> None:
+    def __init__(
+        self, env: dict[str, str], log: Path, *, server: str = "uvicorn", workers: int = 1
+    ) -> None:
         self.env = env
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
+        self.server = server
+        self.workers = workers
         self.process: subprocess.Popen | None = None
+
+    def _command(self) -> list[str]:
+        if self.server == "granian":
+            return [
+                str(Path(sys.executable).parent / "granian"), "--interface", "asgi",
+                "--host", "127.0.0.1", "--port", str(self.port),
+                "--workers", str(self.workers), "--loop", "uvloop", "--no-ws",
+                "--log-level", "warning", "config.asgi:application",
+            ]  # fmt: skip
+        return [
+            sys.executable, "-m", "uvicorn", "config.asgi:application",
+            "--host", "127.0.0.1", "--port", str(self.port), "--workers", str(self.workers),
+            "--lifespan", "on", "--no-access-log", "--log-level", "warning",
+            "--timeout-graceful-shutdown", "3",
+        ]  # fmt: skip
 
     def start(self) -> "Gateway":
         self.process = subprocess.Popen(
-            [
-                sys.executable, "-m", "uvicorn", "config.asgi:application",
-                "--host", "127.0.0.1", "--port", str(self.port),
-                "--lifespan", "on", "--no-access-log", "--log-level", "warning",
-                "--timeout-graceful-shutdown", "3",
-            ],
+            self._command(),
             cwd=ROOT,
             env=self.env,
             stdout=self.log.open("ab"),
