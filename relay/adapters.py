@@ -75,20 +75,31 @@ class UpstreamStream(Protocol):
 
 
 _SECRET_PATTERNS = [
-    re.compile(r"sk-[A-Za-z0-9_\-\*\.]{6,}"),
-    re.compile(r"(https?://)[^/\s:@]+:[^/\s@]+@"),
-    re.compile(r"(?i)bearer\s+[A-Za-z0-9_\-\.]+"),
+    (re.compile(r"sk-[A-Za-z0-9_\-\*\.]{6,}"), "sk-***"),
+    (re.compile(r"(https?://)[^/\s:@]+:[^/\s@]+@"), r"\1***@"),
+    (re.compile(r"(?i)bearer\s+[A-Za-z0-9_\-\.]+"), "Bearer ***"),
 ]
+# Upstreams echo a key they refuse in part ("sk-proj-abc…wxyz"): any run this long of
+# the channel's key is masked too.
+_KEY_FRAGMENT = 8
 
 
-def sanitize(message: str, channel: ChannelInfo) -> str:
-    """Strip anything that could be an upstream credential from an upstream message."""
-    if channel.api_key:
-        message = message.replace(channel.api_key, "***")
-    message = _SECRET_PATTERNS[0].sub("sk-***", message)
-    message = _SECRET_PATTERNS[1].sub(r"\1***@", message)
-    message = _SECRET_PATTERNS[2].sub("Bearer ***", message)
-    return message[:1000]
+def _key_fragments(api_key: str) -> list[str]:
+    if len(api_key) < 2 * _KEY_FRAGMENT:
+        return [api_key] if api_key else []
+    return [api_key, api_key[:_KEY_FRAGMENT], api_key[-_KEY_FRAGMENT:]]
+
+
+def sanitize(text: str, channel: ChannelInfo, limit: int = 1000) -> str:
+    """Strip anything that could be an upstream credential from text an upstream
+    sent (every field of its error that reaches the caller goes through here): the
+    channel's key, whole or in part, and anything shaped like a key, a bearer token
+    or a URL with credentials."""
+    for fragment in _key_fragments(channel.api_key):
+        text = text.replace(fragment, "***")
+    for pattern, replacement in _SECRET_PATTERNS:
+        text = pattern.sub(replacement, text)
+    return text[:limit]
 
 
 def _upstream_error_message(content: bytes) -> tuple[str, str | None]:
@@ -96,7 +107,8 @@ def _upstream_error_message(content: bytes) -> tuple[str, str | None]:
         data = orjson.loads(content)
         err = data.get("error") if isinstance(data, dict) else None
         if isinstance(err, dict):
-            return str(err.get("message") or ""), err.get("param")
+            param = err.get("param")
+            return str(err.get("message") or ""), param if isinstance(param, str) else None
         if isinstance(err, str):
             return err, None
     except orjson.JSONDecodeError:
@@ -107,6 +119,7 @@ def _upstream_error_message(content: bytes) -> tuple[str, str | None]:
 def failure_from_status(status: int, content: bytes, channel: ChannelInfo) -> UpstreamFailure:
     message, param = _upstream_error_message(content)
     message = sanitize(message, channel)
+    param = sanitize(param, channel, limit=200) if param else None
     if status in (401, 403):
         return UpstreamFailure(
             502,
@@ -138,7 +151,7 @@ def failure_from_status(status: int, content: bytes, channel: ChannelInfo) -> Up
             400 if status != 404 else 404,
             message or f"The upstream provider rejected the request (status {status}).",
             type="invalid_request_error",
-            param=param if isinstance(param, str) else None,
+            param=param,
             code="upstream_rejected",
         ),
     )
@@ -306,16 +319,22 @@ class MockAdapter:
     """The built-in offline upstream."""
 
     @staticmethod
-    def _scripted_failure(channel: ChannelInfo, body: dict[str, Any]) -> None:
-        status = mock.options(body).get("status")
-        if isinstance(status, int) and status >= 400:
+    def _checked(channel: ChannelInfo, body: dict[str, Any]) -> dict[str, Any]:
+        """The request's mock options; a scripted failure status, or an option the
+        mock refuses, fails the call as that upstream answer would."""
+        try:
+            opts = mock.options(body)
+        except mock.MockRequestInvalid as exc:
+            raise _mock_refused(channel, exc) from None
+        status = opts.get("status")
+        if status is not None:
             raise failure_from_status(status, b'{"error": {"message": "mock failure"}}', channel)
+        return opts
 
     async def complete(self, channel: ChannelInfo, body: dict[str, Any]) -> UpstreamReply:
-        opts = mock.options(body)
+        opts = self._checked(channel, body)
         if opts.get("delay_ms"):
-            await asyncio.sleep(float(opts["delay_ms"]) / 1000)
-        self._scripted_failure(channel, body)
+            await asyncio.sleep(opts["delay_ms"] / 1000)
         data = mock.completion(body)
         usage = data.get("usage")
         return UpstreamReply(
@@ -323,13 +342,21 @@ class MockAdapter:
         )
 
     async def open_stream(self, channel: ChannelInfo, body: dict[str, Any]) -> UpstreamStream:
-        self._scripted_failure(channel, body)
+        self._checked(channel, body)
         return MockStream(body)
 
     async def embeddings(self, channel: ChannelInfo, body: dict[str, Any]) -> UpstreamReply:
-        self._scripted_failure(channel, body)
-        data = mock.embeddings(body)
+        self._checked(channel, body)
+        try:
+            data = mock.embeddings(body)
+        except mock.MockRequestInvalid as exc:
+            raise _mock_refused(channel, exc) from None
         usage = data["usage"]
         return UpstreamReply(
             body=data, upstream_usage=usage, tokens=TokenCounts(input=usage["prompt_tokens"])
         )
+
+
+def _mock_refused(channel: ChannelInfo, exc: "mock.MockRequestInvalid") -> UpstreamFailure:
+    payload = {"error": {"message": str(exc), "type": "invalid_request_error", "param": exc.param}}
+    return failure_from_status(400, orjson.dumps(payload), channel)

@@ -216,9 +216,10 @@ class FakeAnthropic(FakeUpstream):
             await asyncio.sleep(behaviour["delay"])
         status = behaviour.get("status", 200)
         if status >= 400:
-            await _send_json(
-                send, status, {"type": "error", "error": {"type": "api_error", "message": "boom"}}
+            payload = behaviour.get(
+                "body", {"type": "error", "error": {"type": "api_error", "message": "boom"}}
             )
+            await _send_json(send, status, payload)
             return
         usage = behaviour.get(
             "usage",

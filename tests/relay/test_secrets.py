@@ -3,10 +3,13 @@ admin pages or API output."""
 
 import logging
 
+import pytest
 from django.test import Client
 
 from relay.models import Channel
+from relay.selectors import channel_cache_invalidate
 from tests.conftest import wait_for
+from tests.factories import ChannelFactory
 from usage.models import UsageRecord
 
 from .conftest import chat
@@ -62,3 +65,57 @@ def test_no_secret_in_logs_errors_or_output(relay_env, upstream, caplog, django_
     for text in [*seen, logs]:
         assert UPSTREAM_SECRET not in text
         assert relay_env.key.secret not in text
+
+
+# A key of no well-known shape: only the channel's own key can recognise it.
+PLAIN_SECRET = "AIzaSyD0upstream9Key8Of7No6Shape5xyz"
+
+
+def _planted(secret: str) -> dict:
+    """An upstream error with the key in every field, and in part (as upstreams echo
+    a refused key: the first and last characters)."""
+    partial = f"{secret[:8]}...{secret[-8:]}"
+    return {
+        "error": {
+            "message": f"Incorrect API key provided: {secret} ({partial})",
+            "type": f"invalid_request_error {secret}",
+            "param": f"api_key={secret}",
+            "code": f"key_{secret}",
+            "detail": {"key": secret},
+        },
+        "type": "error",
+        "key": secret,
+    }
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 422, 429, 500, 503])
+@pytest.mark.parametrize("channel_type", ["openai", "anthropic"])
+@pytest.mark.parametrize("endpoint", ["/v1/chat/completions", "/v1/messages"])
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_key_an_upstream_echoes_in_any_field_never_reaches_the_caller(
+    relay_env, upstream, anthropic_upstream, status, channel_type, endpoint, stream
+):
+    fake = upstream if channel_type == "openai" else anthropic_upstream
+    base_url = upstream.base_url if channel_type == "openai" else anthropic_upstream.root_url
+    Channel.objects.filter(pk=relay_env.channel.pk).update(status=Channel.Status.DISABLED)
+    ChannelFactory(
+        type=channel_type, base_url=base_url, served_models=["gpt-4o-mini"], api_key=PLAIN_SECRET
+    )
+    channel_cache_invalidate()
+    for _ in range(3):  # every attempt of the failover loop gets the same answer
+        fake.then(status=status, body=_planted(PLAIN_SECRET))
+    body = {
+        "model": "gpt-4o-mini",
+        "max_tokens": 20,
+        "stream": stream,
+        "messages": [{"role": "user", "content": "hi"}],
+    }
+    response = relay_env.http.post(
+        endpoint, json=body, headers={"authorization": f"Bearer {relay_env.key.secret}"}
+    )
+    assert response.status_code >= 400
+    seen = response.text + str(dict(response.headers))
+    assert PLAIN_SECRET[:8] not in seen and PLAIN_SECRET[-8:] not in seen, seen
+    assert fake.calls >= 1
+    record = wait_for(lambda: UsageRecord.objects.filter(api_key=relay_env.key).first())
+    assert PLAIN_SECRET[:8] not in str(record.attempts) + record.error_code
