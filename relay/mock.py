@@ -29,9 +29,61 @@ class MockStreamBroken(Exception):
     """The mock stream was told to fail part-way."""
 
 
+class MockRequestInvalid(ValueError):
+    """The request asks the mock for something it refuses, as a real upstream
+    would refuse it: a 400 naming ``param``."""
+
+    def __init__(self, message: str, param: str) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+# Longest a scripted delay may be: enough to stand in for a slow upstream, short
+# enough that a typo cannot park a request for hours.
+MAX_DELAY_MS = 60_000
+# OpenAI's largest embedding (text-embedding-3-large).
+MAX_DIMENSIONS = 3072
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _delay(value: Any) -> bool:
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    return number and 0 <= value <= MAX_DELAY_MS
+
+
+_OPTIONS: dict[str, tuple[Any, str]] = {
+    "reply": (lambda v: isinstance(v, str), "a string"),
+    "delay_ms": (_delay, f"a number of milliseconds from 0 to {MAX_DELAY_MS}"),
+    "cached_tokens": (_whole, "a non-negative integer"),
+    "cache_write_tokens": (_whole, "a non-negative integer"),
+    "reasoning_tokens": (_whole, "a non-negative integer"),
+    "usage": (lambda v: isinstance(v, bool), "a boolean"),
+    "fail_after": (_whole, "a non-negative integer"),
+    "status": (lambda v: _whole(v) and 400 <= v <= 599, "an HTTP error status (400-599)"),
+}
+
+
 def options(body: dict[str, Any]) -> dict[str, Any]:
+    """The request's ``mock`` options, checked: MockRequestInvalid names the first
+    one that is unknown or of the wrong type."""
     opts = body.get("mock")
-    return opts if isinstance(opts, dict) else {}
+    if opts is None:
+        return {}
+    if not isinstance(opts, dict):
+        raise MockRequestInvalid("`mock` must be an object of mock options.", "mock")
+    for name, value in opts.items():
+        rule = _OPTIONS.get(name)
+        if rule is None:
+            known = ", ".join(sorted(_OPTIONS))
+            raise MockRequestInvalid(
+                f"`mock.{name}` is not a mock option (known: {known}).", f"mock.{name}"
+            )
+        if value is not None and not rule[0](value):
+            raise MockRequestInvalid(f"`mock.{name}` must be {rule[1]}.", f"mock.{name}")
+    return opts
 
 
 def _last_message(body: dict[str, Any]) -> dict[str, Any]:
@@ -255,6 +307,10 @@ def embeddings(body: dict[str, Any]) -> dict[str, Any]:
         else value or []
     )
     dims = body["dimensions"] if isinstance(body.get("dimensions"), int) else 16
+    if dims > MAX_DIMENSIONS:
+        raise MockRequestInvalid(
+            f"`dimensions` must be at most {MAX_DIMENSIONS}; got {dims}.", "dimensions"
+        )
     data, tokens = [], 0
     for index, item in enumerate(items):
         text = item if isinstance(item, str) else " ".join(map(str, item))
