@@ -51,7 +51,29 @@ FINISH_TO_STOP = {
 }
 
 
-def _loads_args(arguments: Any) -> Any:
+# -- reading untrusted JSON --------------------------------------------------------
+# Requests are checked only as far as the gateway must understand them, and answers
+# come from upstreams: every field read here may hold any JSON value. These read a
+# field as the type it should have, or as empty.
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _str(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _int(value: Any, default: int = 0) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else default
+
+
+def _loads_args(arguments: Any) -> dict[str, Any]:
     if isinstance(arguments, dict):
         return arguments
     try:
@@ -61,42 +83,56 @@ def _loads_args(arguments: Any) -> Any:
     return value if isinstance(value, dict) else {}
 
 
+def _data_url(url: str) -> tuple[str, str] | None:
+    """(media type, base64 data) of a ``data:`` URL."""
+    if not url.startswith("data:"):
+        return None
+    header, _, data = url.partition(",")
+    return header[5:].split(";")[0], data
+
+
+def _cannot_send(what: str, param: str) -> ApiError:
+    return invalid_request(f"{what} cannot be sent to this model's provider.", param=param)
+
+
 # -- chat completions -> Messages ---------------------------------------------------
 
 
 def _image_block(url: str) -> dict[str, Any]:
-    if url.startswith("data:"):
-        header, _, data = url.partition(",")
-        media_type = header[5:].split(";")[0] or "image/png"
+    inline = _data_url(url)
+    if inline is not None:
         return {
             "type": "image",
-            "source": {"type": "base64", "media_type": media_type, "data": data},
+            "source": {"type": "base64", "media_type": inline[0] or "image/png", "data": inline[1]},
         }
     return {"type": "image", "source": {"type": "url", "url": url}}
 
 
-def _blocks(content: Any) -> list[dict[str, Any]]:
-    if content is None:
-        return []
+def _blocks(content: Any, where: str) -> list[dict[str, Any]]:
+    """A chat message's content as Messages content blocks."""
     if isinstance(content, str):
         return [{"type": "text", "text": content}] if content else []
-    if not isinstance(content, list):
-        raise invalid_request("A message `content` must be a string or an array of parts.")
     blocks = []
-    for part in content:
+    for i, part in enumerate(_list(content)):
         if not isinstance(part, dict):
             continue
         kind = part.get("type")
-        if kind == "text":
-            block: dict[str, Any] = {"type": "text", "text": str(part.get("text", ""))}
+        if kind in ("text", "refusal"):
+            text = _str(part.get("text")) or _str(part.get("refusal"))
+            block: dict[str, Any] = {"type": "text", "text": text}
         elif kind == "image_url":
             image = part.get("image_url")
-            url = image.get("url") if isinstance(image, dict) else image
-            block = _image_block(str(url or ""))
+            block = _image_block(_str(_dict(image).get("url")) or _str(image))
+        elif kind == "file":
+            inline = _data_url(_str(_dict(part.get("file")).get("file_data")))
+            if inline is None or inline[0] != "application/pdf":
+                raise _cannot_send("A `file` part other than an inline PDF", f"{where}[{i}]")
+            block = {
+                "type": "document",
+                "source": {"type": "base64", "media_type": inline[0], "data": inline[1]},
+            }
         else:
-            raise invalid_request(
-                f"Content parts of type `{kind}` cannot be sent to this model's provider."
-            )
+            raise _cannot_send(f"A content part of type `{kind}`", f"{where}[{i}].type")
         if isinstance(part.get("cache_control"), dict):
             block["cache_control"] = part["cache_control"]
         blocks.append(block)
@@ -113,44 +149,63 @@ def _append(messages: list[dict[str, Any]], role: str, blocks: list[dict[str, An
         messages.append({"role": role, "content": list(blocks)})
 
 
+def _tool_choice(body: dict[str, Any], has_tools: bool) -> dict[str, Any] | None:
+    choice = body.get("tool_choice")
+    tool_choice: dict[str, Any] | None = None
+    if choice == "auto":
+        tool_choice = {"type": "auto"}
+    elif choice == "required":
+        tool_choice = {"type": "any"}
+    elif choice == "none":
+        tool_choice = {"type": "none"}
+    elif isinstance(choice, dict) and isinstance(choice.get("function"), dict):
+        tool_choice = {"type": "tool", "name": _str(choice["function"].get("name"))}
+    if body.get("parallel_tool_calls") is False and has_tools:
+        tool_choice = {**(tool_choice or {"type": "auto"}), "disable_parallel_tool_use": True}
+    return tool_choice
+
+
 def chat_to_anthropic(body: dict[str, Any], model: str) -> dict[str, Any]:
     system: list[str] = []
     messages: list[dict[str, Any]] = []
-    for message in body.get("messages") or []:
+    for i, message in enumerate(_list(body.get("messages"))):
+        message = _dict(message)
         role = message.get("role")
+        content = message.get("content")
         if role in ("system", "developer"):
-            text = content_text(message.get("content"))
+            text = content_text(content)
             if text:
                 system.append(text)
         elif role in ("tool", "function"):
-            _append(
-                messages,
-                "user",
-                [
-                    {
-                        "type": "tool_result",
-                        "tool_use_id": str(
-                            message.get("tool_call_id") or message.get("name") or ""
-                        ),
-                        "content": content_text(message.get("content")),
-                    }
-                ],
-            )
+            result = {
+                "type": "tool_result",
+                "tool_use_id": _str(message.get("tool_call_id")) or _str(message.get("name")),
+                "content": content_text(content),
+            }
+            _append(messages, "user", [result])
         elif role == "assistant":
-            blocks = _blocks(message.get("content"))
-            for call in message.get("tool_calls") or []:
-                fn = call.get("function") or {}
+            blocks = _blocks(content, f"messages[{i}].content")
+            if _str(message.get("refusal")):
+                blocks.append({"type": "text", "text": message["refusal"]})
+            calls = _list(message.get("tool_calls"))
+            legacy = _dict(message.get("function_call"))
+            if legacy:
+                # The legacy function call has no id; its answer names the function.
+                calls = [*calls, {"id": _str(legacy.get("name")), "function": legacy}]
+            for call in calls:
+                call = _dict(call)
+                fn = _dict(call.get("function"))
                 blocks.append(
                     {
                         "type": "tool_use",
-                        "id": call.get("id") or f"toolu_{uuid.uuid4().hex[:24]}",
-                        "name": fn.get("name", ""),
+                        "id": _str(call.get("id")) or f"toolu_{uuid.uuid4().hex[:24]}",
+                        "name": _str(fn.get("name")),
                         "input": _loads_args(fn.get("arguments")),
                     }
                 )
             _append(messages, "assistant", blocks)
         else:
-            _append(messages, "user", _blocks(message.get("content")))
+            _append(messages, "user", _blocks(content, f"messages[{i}].content"))
 
     out: dict[str, Any] = {
         "model": model,
@@ -166,37 +221,26 @@ def chat_to_anthropic(body: dict[str, Any], model: str) -> dict[str, Any]:
     if body.get("top_p") is not None:
         out["top_p"] = body["top_p"]
     stop = body.get("stop")
-    if stop:
-        out["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
+    stops = [stop] if isinstance(stop, str) else [s for s in _list(stop) if isinstance(s, str)]
+    if stops:
+        out["stop_sequences"] = stops
     if body.get("stream"):
         out["stream"] = True
-    tools = body.get("tools")
+    tools = [_dict(t.get("function")) for t in _list(body.get("tools")) if isinstance(t, dict)]
+    tools = [fn for fn in tools if fn]
     if tools:
         out["tools"] = [
             {
-                "name": t["function"].get("name", ""),
-                "description": t["function"].get("description", ""),
-                "input_schema": t["function"].get("parameters")
-                or {"type": "object", "properties": {}},
+                "name": _str(fn.get("name")),
+                "description": _str(fn.get("description")),
+                "input_schema": _dict(fn.get("parameters")) or {"type": "object", "properties": {}},
             }
-            for t in tools
-            if isinstance(t, dict) and isinstance(t.get("function"), dict)
+            for fn in tools
         ]
-    choice = body.get("tool_choice")
-    tool_choice: dict[str, Any] | None = None
-    if choice == "auto":
-        tool_choice = {"type": "auto"}
-    elif choice == "required":
-        tool_choice = {"type": "any"}
-    elif choice == "none":
-        tool_choice = {"type": "none"}
-    elif isinstance(choice, dict) and isinstance(choice.get("function"), dict):
-        tool_choice = {"type": "tool", "name": choice["function"].get("name", "")}
-    if body.get("parallel_tool_calls") is False and tools:
-        tool_choice = {**(tool_choice or {"type": "auto"}), "disable_parallel_tool_use": True}
+    tool_choice = _tool_choice(body, bool(tools))
     if tool_choice is not None:
         out["tool_choice"] = tool_choice
-    if isinstance(body.get("user"), str) and body["user"]:
+    if _str(body.get("user")):
         out["metadata"] = {"user_id": body["user"]}
     for native in ("top_k", "thinking", "service_tier"):
         if native in body:
@@ -218,22 +262,27 @@ def openai_usage(usage: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _arguments(value: Any) -> str:
+    return orjson.dumps(value if value is not None else {}).decode()
+
+
 def anthropic_to_chat(message: dict[str, Any]) -> dict[str, Any]:
     text, reasoning, calls = [], [], []
-    for block in message.get("content") or []:
+    for block in _list(message.get("content")):
+        block = _dict(block)
         kind = block.get("type")
         if kind == "text":
-            text.append(block.get("text", ""))
+            text.append(_str(block.get("text")))
         elif kind == "thinking":
-            reasoning.append(block.get("thinking", ""))
+            reasoning.append(_str(block.get("thinking")))
         elif kind == "tool_use":
             calls.append(
                 {
-                    "id": block.get("id"),
+                    "id": _str(block.get("id")),
                     "type": "function",
                     "function": {
-                        "name": block.get("name", ""),
-                        "arguments": orjson.dumps(block.get("input") or {}).decode(),
+                        "name": _str(block.get("name")),
+                        "arguments": _arguments(block.get("input")),
                     },
                 }
             )
@@ -243,16 +292,16 @@ def anthropic_to_chat(message: dict[str, Any]) -> dict[str, Any]:
     if calls:
         reply["tool_calls"] = calls
     result: dict[str, Any] = {
-        "id": message.get("id") or f"chatcmpl-{uuid.uuid4().hex}",
+        "id": _str(message.get("id")) or f"chatcmpl-{uuid.uuid4().hex}",
         "object": "chat.completion",
         "created": int(time.time()),
-        "model": message.get("model", ""),
+        "model": _str(message.get("model")),
         "choices": [
             {
                 "index": 0,
                 "message": reply,
                 "logprobs": None,
-                "finish_reason": STOP_TO_FINISH.get(message.get("stop_reason") or "", "stop"),
+                "finish_reason": STOP_TO_FINISH.get(_str(message.get("stop_reason")), "stop"),
             }
         ],
     }
@@ -276,125 +325,201 @@ class AnthropicToChat:
     def feed(self, event: dict[str, Any]) -> Iterator[dict[str, Any]]:
         kind = event.get("type")
         if kind == "message_start":
-            message = event.get("message") or {}
+            message = _dict(event.get("message"))
             self.base = {
-                "id": message.get("id") or f"chatcmpl-{uuid.uuid4().hex}",
+                "id": _str(message.get("id")) or f"chatcmpl-{uuid.uuid4().hex}",
                 "object": "chat.completion.chunk",
                 "created": int(time.time()),
-                "model": message.get("model", ""),
+                "model": _str(message.get("model")),
             }
-            self.usage.update(message.get("usage") or {})
+            self.usage.update(_dict(message.get("usage")))
             yield self._chunk({"role": "assistant", "content": ""})
         elif kind == "content_block_start":
-            block = event.get("content_block") or {}
+            block = _dict(event.get("content_block"))
             if block.get("type") == "tool_use":
-                index = self.tool_index[event.get("index", 0)] = len(self.tool_index)
+                index = self.tool_index[_int(event.get("index"))] = len(self.tool_index)
                 yield self._chunk(
                     {
                         "tool_calls": [
                             {
                                 "index": index,
-                                "id": block.get("id"),
+                                "id": _str(block.get("id")),
                                 "type": "function",
-                                "function": {"name": block.get("name", ""), "arguments": ""},
+                                "function": {"name": _str(block.get("name")), "arguments": ""},
                             }
                         ]
                     }
                 )
         elif kind == "content_block_delta":
-            delta = event.get("delta") or {}
+            delta = _dict(event.get("delta"))
             dtype = delta.get("type")
             if dtype == "text_delta":
-                yield self._chunk({"content": delta.get("text", "")})
+                yield self._chunk({"content": _str(delta.get("text"))})
             elif dtype == "thinking_delta":
-                yield self._chunk({"reasoning_content": delta.get("thinking", "")})
+                yield self._chunk({"reasoning_content": _str(delta.get("thinking"))})
             elif dtype == "input_json_delta":
-                index = self.tool_index.get(event.get("index", 0), 0)
+                index = self.tool_index.get(_int(event.get("index")), 0)
                 yield self._chunk(
                     {
                         "tool_calls": [
                             {
                                 "index": index,
-                                "function": {"arguments": delta.get("partial_json", "")},
+                                "function": {"arguments": _str(delta.get("partial_json"))},
                             }
                         ]
                     }
                 )
         elif kind == "message_delta":
             # Anthropic's stream usage is cumulative: the newest values win.
-            self.usage.update(
-                {k: v for k, v in (event.get("usage") or {}).items() if v is not None}
-            )
-            stop = (event.get("delta") or {}).get("stop_reason")
+            self.usage.update({k: v for k, v in _dict(event.get("usage")).items() if v is not None})
+            stop = _str(_dict(event.get("delta")).get("stop_reason"))
             if stop and self.finish is None:
                 self.finish = STOP_TO_FINISH.get(stop, "stop")
                 yield self._chunk({}, self.finish)
         elif kind == "message_stop":
             yield {**self.base, "choices": [], "usage": openai_usage(self.usage)}
         elif kind == "error":
-            error = event.get("error") or {}
-            kind = error.get("type", "error")
+            error = _dict(event.get("error"))
             raise UpstreamStreamError(
-                f"The upstream provider reported an error mid-stream ({kind})."
+                "The upstream provider reported an error mid-stream "
+                f"({_str(error.get('type')) or 'error'})."
             )
 
 
 # -- Messages -> chat completions (for /v1/messages on other channels) -----------------
 
+# Blocks of an assistant turn that are the Anthropic provider's own (its reasoning,
+# its server-side tools): chat completions have no counterpart, and the model on the
+# other side never produced them, so they are left out of the history.
+_PROVIDER_OWN_BLOCKS = frozenset(
+    {
+        "thinking",
+        "redacted_thinking",
+        "server_tool_use",
+        "web_search_tool_result",
+        "web_fetch_tool_result",
+        "code_execution_tool_result",
+        "bash_code_execution_tool_result",
+        "text_editor_code_execution_tool_result",
+        "mcp_tool_use",
+        "mcp_tool_result",
+        "container_upload",
+    }
+)
 
-def _chat_parts(content: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+
+def _document_part(block: dict[str, Any], where: str) -> dict[str, Any]:
+    source = _dict(block.get("source"))
+    title = _str(block.get("title"))
+    kind = source.get("type")
+    if kind == "base64" and source.get("media_type") == "application/pdf":
+        return {
+            "type": "file",
+            "file": {
+                "filename": title or "document.pdf",
+                "file_data": f"data:application/pdf;base64,{_str(source.get('data'))}",
+            },
+        }
+    if kind == "text":
+        text = _str(source.get("data"))
+    elif kind == "content":
+        text = content_text(source.get("content"))
+    else:
+        raise _cannot_send(f"A `document` with a `{kind}` source", f"{where}.source.type")
+    return {"type": "text", "text": f"{title}\n\n{text}" if title else text}
+
+
+def _chat_parts(content: Any, where: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """User content blocks -> (chat content parts, tool messages)."""
     if isinstance(content, str):
         return [{"type": "text", "text": content}], []
-    parts, tools = [], []
-    for block in content or []:
+    parts: list[dict[str, Any]] = []
+    tools: list[dict[str, Any]] = []
+    for i, block in enumerate(_list(content)):
         if not isinstance(block, dict):
             continue
-        kind = block.get("type")
+        kind = _str(block.get("type"))
+        here = f"{where}.{i}"
         if kind == "text":
-            parts.append({"type": "text", "text": block.get("text", "")})
+            parts.append({"type": "text", "text": _str(block.get("text"))})
         elif kind == "image":
-            source = block.get("source") or {}
+            source = _dict(block.get("source"))
             if source.get("type") == "base64":
-                url = (
-                    f"data:{source.get('media_type', 'image/png')};base64,{source.get('data', '')}"
-                )
+                media_type = _str(source.get("media_type")) or "image/png"
+                url = f"data:{media_type};base64,{_str(source.get('data'))}"
+            elif source.get("type") == "url":
+                url = _str(source.get("url"))
             else:
-                url = source.get("url", "")
+                raise _cannot_send(
+                    f"An `image` with a `{source.get('type')}` source", f"{here}.source.type"
+                )
             parts.append({"type": "image_url", "image_url": {"url": url}})
+        elif kind == "document":
+            parts.append(_document_part(block, here))
+        elif kind == "search_result":
+            lines = [_str(block.get("title")), _str(block.get("source"))]
+            lines.append(content_text(block.get("content")))
+            parts.append({"type": "text", "text": "\n".join(line for line in lines if line)})
         elif kind == "tool_result":
             inner = block.get("content")
             text = inner if isinstance(inner, str) else content_text(inner)
+            if block.get("is_error") is True:
+                text = f"Error: {text}"
             tools.append(
-                {"role": "tool", "tool_call_id": block.get("tool_use_id", ""), "content": text}
+                {"role": "tool", "tool_call_id": _str(block.get("tool_use_id")), "content": text}
             )
+        elif kind not in _PROVIDER_OWN_BLOCKS:
+            raise _cannot_send(f"A content block of type `{kind}`", f"{here}.type")
     return parts, tools
+
+
+def _chat_tools(tools: list[Any]) -> list[dict[str, Any]]:
+    out = []
+    for i, tool in enumerate(tools):
+        tool = _dict(tool)
+        kind = tool.get("type")
+        if kind not in (None, "custom"):
+            raise _cannot_send(
+                f"The tool `{_str(tool.get('name'))}` ({kind}) runs on Anthropic's servers and",
+                f"tools.{i}.type",
+            )
+        out.append(
+            {
+                "type": "function",
+                "function": {
+                    "name": _str(tool.get("name")),
+                    "description": _str(tool.get("description")),
+                    "parameters": _dict(tool.get("input_schema"))
+                    or {"type": "object", "properties": {}},
+                },
+            }
+        )
+    return out
 
 
 def messages_to_chat(body: dict[str, Any]) -> dict[str, Any]:
     messages: list[dict[str, Any]] = []
     system = body.get("system")
     if system:
-        messages.append(
-            {
-                "role": "system",
-                "content": system if isinstance(system, str) else content_text(system),
-            }
-        )
-    for message in body.get("messages") or []:
+        text = system if isinstance(system, str) else content_text(system)
+        messages.append({"role": "system", "content": text})
+    for i, message in enumerate(_list(body.get("messages"))):
+        message = _dict(message)
         role, content = message.get("role"), message.get("content")
         if role == "assistant":
             blocks = (
-                [{"type": "text", "text": content}] if isinstance(content, str) else content or []
+                [{"type": "text", "text": content}]
+                if isinstance(content, str)
+                else [b for b in _list(content) if isinstance(b, dict)]
             )
-            text = "".join(b.get("text", "") for b in blocks if b.get("type") == "text")
+            text = "".join(_str(b.get("text")) for b in blocks if b.get("type") == "text")
             calls = [
                 {
-                    "id": b.get("id"),
+                    "id": _str(b.get("id")),
                     "type": "function",
                     "function": {
-                        "name": b.get("name", ""),
-                        "arguments": orjson.dumps(b.get("input") or {}).decode(),
+                        "name": _str(b.get("name")),
+                        "arguments": _arguments(b.get("input")),
                     },
                 }
                 for b in blocks
@@ -405,7 +530,7 @@ def messages_to_chat(body: dict[str, Any]) -> dict[str, Any]:
                 reply["tool_calls"] = calls
             messages.append(reply)
         else:
-            parts, tool_messages = _chat_parts(content)
+            parts, tool_messages = _chat_parts(content, f"messages.{i}.content")
             messages.extend(tool_messages)
             if parts:
                 only_text = all(p["type"] == "text" for p in parts)
@@ -423,37 +548,27 @@ def messages_to_chat(body: dict[str, Any]) -> dict[str, Any]:
     for name in ("temperature", "top_p", "stream"):
         if body.get(name) is not None:
             out[name] = body[name]
-    if body.get("stop_sequences"):
-        out["stop"] = body["stop_sequences"]
-    if body.get("tools"):
-        out["tools"] = [
-            {
-                "type": "function",
-                "function": {
-                    "name": t.get("name", ""),
-                    "description": t.get("description", ""),
-                    "parameters": t.get("input_schema") or {"type": "object", "properties": {}},
-                },
-            }
-            for t in body["tools"]
-            if isinstance(t, dict)
-        ]
-    choice = body.get("tool_choice")
-    if isinstance(choice, dict):
-        kind = choice.get("type")
-        if kind == "auto":
-            out["tool_choice"] = "auto"
-        elif kind == "any":
-            out["tool_choice"] = "required"
-        elif kind == "none":
-            out["tool_choice"] = "none"
-        elif kind == "tool":
-            out["tool_choice"] = {"type": "function", "function": {"name": choice.get("name", "")}}
-        if choice.get("disable_parallel_tool_use"):
-            out["parallel_tool_calls"] = False
-    metadata = body.get("metadata")
-    if isinstance(metadata, dict) and isinstance(metadata.get("user_id"), str):
-        out["user"] = metadata["user_id"]
+    stops = [s for s in _list(body.get("stop_sequences")) if isinstance(s, str)]
+    if stops:
+        out["stop"] = stops
+    tools = _chat_tools(_list(body.get("tools")))
+    if tools:
+        out["tools"] = tools
+    choice = _dict(body.get("tool_choice"))
+    kind = choice.get("type")
+    if kind == "auto":
+        out["tool_choice"] = "auto"
+    elif kind == "any":
+        out["tool_choice"] = "required"
+    elif kind == "none":
+        out["tool_choice"] = "none"
+    elif kind == "tool":
+        out["tool_choice"] = {"type": "function", "function": {"name": _str(choice.get("name"))}}
+    if choice.get("disable_parallel_tool_use") is True:
+        out["parallel_tool_calls"] = False
+    user_id = _dict(body.get("metadata")).get("user_id")
+    if isinstance(user_id, str):
+        out["user"] = user_id
     if "mock" in body:
         out["mock"] = body["mock"]
     return out
@@ -469,19 +584,21 @@ def anthropic_usage(tokens: TokenCounts) -> dict[str, Any]:
 
 
 def chat_to_message(completion: dict[str, Any], model: str, tokens: TokenCounts) -> dict[str, Any]:
-    choice = (completion.get("choices") or [{}])[0]
-    reply = choice.get("message") or {}
+    choices = _list(completion.get("choices"))
+    choice = _dict(choices[0]) if choices else {}
+    reply = _dict(choice.get("message"))
     content: list[dict[str, Any]] = []
-    text = content_text(reply.get("content"))
+    text = content_text(reply.get("content")) or _str(reply.get("refusal"))
     if text:
         content.append({"type": "text", "text": text})
-    for call in reply.get("tool_calls") or []:
-        fn = call.get("function") or {}
+    for call in _list(reply.get("tool_calls")):
+        call = _dict(call)
+        fn = _dict(call.get("function"))
         content.append(
             {
                 "type": "tool_use",
-                "id": call.get("id"),
-                "name": fn.get("name", ""),
+                "id": _str(call.get("id")) or f"toolu_{uuid.uuid4().hex[:24]}",
+                "name": _str(fn.get("name")),
                 "input": _loads_args(fn.get("arguments")),
             }
         )
@@ -489,9 +606,9 @@ def chat_to_message(completion: dict[str, Any], model: str, tokens: TokenCounts)
         "id": f"msg_{uuid.uuid4().hex[:24]}",
         "type": "message",
         "role": "assistant",
-        "model": completion.get("model") or model,
+        "model": _str(completion.get("model")) or model,
         "content": content,
-        "stop_reason": FINISH_TO_STOP.get(choice.get("finish_reason") or "stop", "end_turn"),
+        "stop_reason": FINISH_TO_STOP.get(_str(choice.get("finish_reason")) or "stop", "end_turn"),
         "stop_sequence": None,
         "usage": anthropic_usage(tokens),
     }
@@ -539,7 +656,7 @@ class ChatToMessages:
                         "id": f"msg_{uuid.uuid4().hex[:24]}",
                         "type": "message",
                         "role": "assistant",
-                        "model": chunk.get("model") or self.model,
+                        "model": _str(chunk.get("model")) or self.model,
                         "content": [],
                         "stop_reason": None,
                         "stop_sequence": None,
@@ -547,11 +664,12 @@ class ChatToMessages:
                     },
                 }
             )
-        for choice in chunk.get("choices") or []:
-            if choice.get("index", 0) != 0:
+        for choice in _list(chunk.get("choices")):
+            choice = _dict(choice)
+            if _int(choice.get("index")) != 0:
                 continue
-            delta = choice.get("delta") or {}
-            text = delta.get("content")
+            delta = _dict(choice.get("delta"))
+            text = _str(delta.get("content"))
             if text:
                 if self.block_kind != "text":
                     events += self._open("text", {"type": "text", "text": ""})
@@ -562,30 +680,33 @@ class ChatToMessages:
                         "delta": {"type": "text_delta", "text": text},
                     }
                 )
-            for call in delta.get("tool_calls") or []:
-                tool_index = call.get("index", 0)
-                fn = call.get("function") or {}
+            for call in _list(delta.get("tool_calls")):
+                call = _dict(call)
+                tool_index = _int(call.get("index"))
+                fn = _dict(call.get("function"))
                 if tool_index not in self.tool_blocks:
                     events += self._open(
                         "tool_use",
                         {
                             "type": "tool_use",
-                            "id": call.get("id") or f"toolu_{uuid.uuid4().hex[:24]}",
-                            "name": fn.get("name", ""),
+                            "id": _str(call.get("id")) or f"toolu_{uuid.uuid4().hex[:24]}",
+                            "name": _str(fn.get("name")),
                             "input": {},
                         },
                     )
                     self.tool_blocks[tool_index] = self.block or 0
-                if fn.get("arguments"):
+                arguments = _str(fn.get("arguments"))
+                if arguments:
                     events.append(
                         {
                             "type": "content_block_delta",
                             "index": self.tool_blocks[tool_index],
-                            "delta": {"type": "input_json_delta", "partial_json": fn["arguments"]},
+                            "delta": {"type": "input_json_delta", "partial_json": arguments},
                         }
                     )
-            if choice.get("finish_reason"):
-                self.stop_reason = FINISH_TO_STOP.get(choice["finish_reason"], "end_turn")
+            finish = _str(choice.get("finish_reason"))
+            if finish:
+                self.stop_reason = FINISH_TO_STOP.get(finish, "end_turn")
         return b"".join(event_bytes(e) for e in events)
 
     def finish(self, tokens: TokenCounts, cost: str) -> bytes:
@@ -652,13 +773,9 @@ class AnthropicAdapter:
 
 
 def _translated(body: dict[str, Any]) -> dict[str, Any]:
-    try:
-        return chat_to_anthropic(body, body["model"])
-    except ApiError as exc:
-        # Content Anthropic cannot take is the caller's to fix: no failover, no charge.
-        raise UpstreamFailure(
-            exc.status, exc.message, code="unsupported_content", retryable=False, client_error=exc
-        ) from None
+    # Content Anthropic cannot take is the caller's to fix: the ApiError is answered
+    # as a 400 before anything reaches the upstream, and nothing is charged.
+    return chat_to_anthropic(body, body["model"])
 
 
 class AnthropicEvents:

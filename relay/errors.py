@@ -54,7 +54,9 @@ class ApiError(Exception):
         kind = ANTHROPIC_TYPES.get(self.status, "api_error")
         if self.status == 403 and self.type == "billing_error":
             kind = "billing_error"
-        return {"type": "error", "error": {"type": kind, "message": self.message}}
+        # Anthropic's errors have no ``param``: they name the field in the message.
+        message = f"{self.param}: {self.message}" if self.param else self.message
+        return {"type": "error", "error": {"type": kind, "message": message}}
 
     def response(self, request_id: str | None = None, *, anthropic: bool = False) -> HttpResponse:
         payload = self.anthropic_payload() if anthropic else self.payload()

@@ -273,7 +273,9 @@ class RelayRequest:
         prompt reached an upstream (counted locally), nothing else."""
         route, channel = self.trying if self.trying is not None else (None, None)
         if error is not None:
-            failed = self.hold_id is not None or error.status >= 500
+            # A 4xx refuses the request (before or after its hold: a translation can
+            # refuse content); a 5xx is the gateway failing.
+            failed = error.status >= 500
             return Outcome(
                 status=UsageRecord.Status.FAILED if failed else UsageRecord.Status.REJECTED,
                 http_status=error.status,

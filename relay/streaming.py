@@ -115,7 +115,8 @@ class OpenAIAccounting:
             self.usage = data["usage"]
 
     def delivered(self, data: dict[str, Any]) -> None:
-        for choice in data.get("choices") or ():
+        choices = data.get("choices")
+        for choice in choices if isinstance(choices, list) else ():
             if not isinstance(choice, dict) or not isinstance(choice.get("delta"), dict):
                 continue
             delta = choice["delta"]
@@ -128,7 +129,8 @@ class OpenAIAccounting:
             reasoning = delta.get("reasoning_content") or delta.get("reasoning")
             if isinstance(reasoning, str):
                 self.reasoning.setdefault(index, []).append(reasoning)
-            for call in delta.get("tool_calls") or ():
+            calls = delta.get("tool_calls")
+            for call in calls if isinstance(calls, list) else ():
                 if isinstance(call, dict) and isinstance(call.get("function"), dict):
                     fn = call["function"]
                     text.append(str(fn.get("name") or "") + str(fn.get("arguments") or ""))
@@ -161,15 +163,17 @@ class AnthropicAccounting:
     def observe(self, data: dict[str, Any]) -> None:
         kind = data.get("type")
         if kind == "message_start":
-            self.usage.update((data.get("message") or {}).get("usage") or {})
+            message = data.get("message")
+            usage = message.get("usage") if isinstance(message, dict) else None
+            self.usage.update(usage if isinstance(usage, dict) else {})
         elif kind == "message_delta" and isinstance(data.get("usage"), dict):
             self.usage.update({k: v for k, v in data["usage"].items() if v is not None})
             self.final = True
 
     def delivered(self, data: dict[str, Any]) -> None:
-        if data.get("type") != "content_block_delta":
+        delta = data.get("delta")
+        if data.get("type") != "content_block_delta" or not isinstance(delta, dict):
             return
-        delta = data.get("delta") or {}
         if delta.get("type") == "text_delta":
             self.text.append(str(delta.get("text", "")))
         elif delta.get("type") == "input_json_delta":

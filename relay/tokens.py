@@ -39,32 +39,43 @@ def content_text(content: Any) -> str:
     return ""
 
 
+def _calls(message: dict[str, Any]) -> list[dict[str, Any]]:
+    """The function calls an assistant message makes (``tool_calls``, or the legacy
+    ``function_call``), as function objects; whatever else is there is skipped."""
+    calls = message.get("tool_calls")
+    functions = (
+        [call.get("function") for call in calls if isinstance(call, dict)]
+        if isinstance(calls, list)
+        else []
+    )
+    functions.append(message.get("function_call"))
+    return [fn for fn in functions if isinstance(fn, dict)]
+
+
+def _call_text(fn: dict[str, Any]) -> str:
+    arguments = fn.get("arguments", "")
+    return str(fn.get("name", "")) + (arguments if isinstance(arguments, str) else str(arguments))
+
+
 def count_messages(messages: list[Any]) -> int:
     total = _PER_REPLY
-    for message in messages:
+    for message in messages if isinstance(messages, list) else ():
         if not isinstance(message, dict):
             continue
         total += _PER_MESSAGE + count_text(content_text(message.get("content")))
-        for call in message.get("tool_calls") or ():
-            if isinstance(call, dict):
-                fn = call.get("function") or {}
-                total += count_text(str(fn.get("name", ""))) + count_text(
-                    str(fn.get("arguments", ""))
-                )
+        total += sum(count_text(_call_text(fn)) for fn in _calls(message))
     return total
 
 
 def count_completion(body: dict[str, Any]) -> int:
     """Tokens generated in a chat completion: each choice's text and tool calls."""
     total = 0
-    for choice in body.get("choices") or ():
+    choices = body.get("choices")
+    for choice in choices if isinstance(choices, list) else ():
         if not isinstance(choice, dict) or not isinstance(choice.get("message"), dict):
             continue
         message = choice["message"]
         parts = [content_text(message.get("content"))]
-        for call in message.get("tool_calls") or ():
-            if isinstance(call, dict) and isinstance(call.get("function"), dict):
-                fn = call["function"]
-                parts.append(str(fn.get("name", "")) + str(fn.get("arguments", "")))
+        parts += [_call_text(fn) for fn in _calls(message)]
         total += count_text("".join(parts))
     return total

@@ -117,11 +117,14 @@ def validate_chat(body: dict[str, Any]) -> RequestParams:
                 f"`messages[{i}].role` must be one of {', '.join(sorted(ROLES))}.",
                 param=f"messages[{i}].role",
             )
-        if not isinstance(message.get("content"), str | list | None):
+        content = message.get("content")
+        if not isinstance(content, str | list | None):
             raise invalid_request(
                 f"`messages[{i}].content` must be a string or an array of content parts.",
                 param=f"messages[{i}].content",
             )
+        _typed_objects(content, f"messages[{i}].content", "content part")
+        _tool_calls(message.get("tool_calls"), f"messages[{i}].tool_calls")
     max_tokens = _positive_int(body, "max_tokens", MAX_TOKENS)
     max_completion_tokens = _positive_int(body, "max_completion_tokens", MAX_TOKENS)
     _range(body, "temperature", 0, 2)
@@ -143,6 +146,11 @@ def validate_chat(body: dict[str, Any]) -> RequestParams:
         if not isinstance(stream_options, dict):
             raise invalid_request("`stream_options` must be an object.", param="stream_options")
         include_usage = stream_options.get("include_usage") is True
+    stop = body.get("stop")
+    if stop is not None and not (
+        isinstance(stop, str) or (isinstance(stop, list) and all(isinstance(x, str) for x in stop))
+    ):
+        raise invalid_request("`stop` must be a string or an array of strings.", param="stop")
     tools = body.get("tools")
     if tools is not None:
         if not isinstance(tools, list):
@@ -166,6 +174,32 @@ def validate_chat(body: dict[str, Any]) -> RequestParams:
         n=n,
         user=_text(user or ""),
     )
+
+
+def _typed_objects(content: Any, where: str, what: str, sep: str = "[{}]") -> None:
+    """Each item of an array of content parts (or blocks) is an object with a string
+    ``type``."""
+    if not isinstance(content, list):
+        return
+    for j, part in enumerate(content):
+        here = where + sep.format(j)
+        if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+            raise invalid_request(f"`{here}` must be a {what} object with a `type`.", param=here)
+
+
+def _tool_calls(calls: Any, where: str) -> None:
+    """An assistant message's ``tool_calls``: function calls, each naming its function."""
+    if calls is None:
+        return
+    if not isinstance(calls, list):
+        raise invalid_request(f"`{where}` must be an array of tool calls.", param=where)
+    for j, call in enumerate(calls):
+        function = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+            raise invalid_request(
+                f"`{where}[{j}]` must be a tool call with a `function` object naming the function.",
+                param=f"{where}[{j}].function",
+            )
 
 
 def _string(body: dict, name: str) -> str:
@@ -195,11 +229,13 @@ def validate_messages(body: dict[str, Any]) -> RequestParams:
                 f"`messages.{i}.content` must be a string or an array of content blocks.",
                 param=f"messages.{i}.content",
             )
+        _typed_objects(message["content"], f"messages.{i}.content", "content block", ".{}")
     system = body.get("system")
     if system is not None and not isinstance(system, str | list):
         raise invalid_request(
             "`system` must be a string or an array of text blocks.", param="system"
         )
+    _typed_objects(system, "system", "text block", ".{}")
     _range(body, "temperature", 0, 1)
     _range(body, "top_p", 0, 1)
     if body.get("top_k") is not None and (not _is_int(body["top_k"]) or body["top_k"] < 0):

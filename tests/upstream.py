@@ -10,7 +10,8 @@ options work here too); a test can queue behaviours for the next requests:
 - ``no_done``: end the stream without ``data: [DONE]``;
 - ``break_after``: drop the connection after that many chunks;
 - ``error_after``: send an error event after that many chunks and stop;
-- ``stall_after``: go silent (until the client leaves) after that many chunks.
+- ``stall_after``: go silent (until the client leaves) after that many chunks;
+- ``extra_raw``: JSON text spliced into each streamed chunk's object (``"k": v``).
 """
 
 import asyncio
@@ -150,10 +151,13 @@ class FakeUpstream:
                 if gone.is_set():
                     self.streams_cancelled += 1
                     return
+                data = orjson.dumps(chunk)
+                if behaviour.get("extra_raw"):
+                    data = data[:-1] + b"," + behaviour["extra_raw"] + b"}"
                 await send(
                     {
                         "type": "http.response.body",
-                        "body": b"data: " + orjson.dumps(chunk) + b"\n\n",
+                        "body": b"data: " + data + b"\n\n",
                         "more_body": True,
                     }
                 )

@@ -435,6 +435,104 @@ def test_anthropic_client_against_an_openai_channel_with_a_tool_round_trip(relay
     assert final.usage.output_tokens > 0
 
 
+def test_documents_and_search_results_reach_a_chat_upstream_translated(relay_env, upstream):
+    client = anthropic.Anthropic(
+        base_url=relay_env.url, api_key=relay_env.key.secret, max_retries=0
+    )
+    client.messages.create(
+        model="gpt-4o-mini",
+        max_tokens=50,
+        messages=[
+            {
+                "role": "user",
+                "content": [
+                    {
+                        "type": "document",
+                        "title": "report.pdf",
+                        "source": {
+                            "type": "base64",
+                            "media_type": "application/pdf",
+                            "data": "JVBE",
+                        },
+                    },
+                    {
+                        "type": "document",
+                        "title": "Facts",
+                        "source": {"type": "text", "media_type": "text/plain", "data": "Grass."},
+                    },
+                    {
+                        "type": "search_result",
+                        "title": "Example",
+                        "source": "https://example.com",
+                        "content": [{"type": "text", "text": "A page."}],
+                    },
+                    {"type": "text", "text": "Summarise."},
+                ],
+            }
+        ],
+    )
+    parts = upstream.requests[-1]["json"]["messages"][-1]["content"]
+    assert parts == [
+        {
+            "type": "file",
+            "file": {"filename": "report.pdf", "file_data": "data:application/pdf;base64,JVBE"},
+        },
+        {"type": "text", "text": "Facts\n\nGrass."},
+        {"type": "text", "text": "Example\nhttps://example.com\nA page."},
+        {"type": "text", "text": "Summarise."},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("extra", "param"),
+    [
+        (
+            {"tools": [{"type": "web_search_20250305", "name": "web_search", "max_uses": 2}]},
+            "tools.0.type",
+        ),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "video", "file_id": "f"}]}]},
+            "messages.0.content.0.type",
+        ),
+        (
+            {
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "text", "text": "read"},
+                            {"type": "document", "source": {"type": "url", "url": "https://x"}},
+                        ],
+                    }
+                ]
+            },
+            "messages.0.content.1.source.type",
+        ),
+    ],
+)
+def test_what_a_chat_upstream_cannot_take_is_a_400_naming_the_block(
+    relay_env, upstream, extra, param
+):
+    body = {
+        "model": "gpt-4o-mini",
+        "max_tokens": 20,
+        "messages": [{"role": "user", "content": "hi"}],
+        **extra,
+    }
+    response = relay_env.http.post(
+        "/v1/messages",
+        json=body,
+        headers={"x-api-key": relay_env.key.secret, "x-request-id": f"cannot-{param}"},
+    )
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["type"] == "invalid_request_error"
+    assert response.json()["error"]["message"].startswith(f"{param}: ")
+    assert upstream.calls == 0
+    record = settled(f"cannot-{param}")
+    assert (record.status, record.cost) == ("rejected", 0)
+    assert relay_env.refresh().held == 0
+
+
 def test_anthropic_shaped_errors_for_the_anthropic_client(relay_env, upstream):
     bad = anthropic.Anthropic(base_url=relay_env.url, api_key="sk-tg-nope", max_retries=0)
     with pytest.raises(anthropic.AuthenticationError):

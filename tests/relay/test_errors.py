@@ -2,11 +2,15 @@
 
 from datetime import timedelta
 
+import orjson
 import pytest
 from django.utils import timezone
 
 from accounts.services import api_key_revoke
 from billing.models import Hold, Transaction
+from billing.reconcile import ledger_check
+from relay import mock
+from tests.conftest import wait_for
 from tests.factories import AccountFactory, ApiKeyFactory
 from usage.models import UsageRecord
 
@@ -55,6 +59,49 @@ def error_of(response, status):
         (chat(stream_options={"include_usage": True}), "stream_options"),
         (chat(stream=False, stream_options={"include_usage": True}), "stream_options"),
         (chat(user=42), "user"),
+        (chat(stop=5), "stop"),
+        (chat(stop=["END", 5]), "stop"),
+        (
+            {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": ["hi"]}]},
+            "messages[0].content[0]",
+        ),
+        (
+            {
+                "model": "gpt-4o-mini",
+                "messages": [{"role": "user", "content": [{"type": 1, "text": "hi"}]}],
+            },
+            "messages[0].content[0]",
+        ),
+        (
+            {
+                "model": "gpt-4o-mini",
+                "messages": [
+                    {"role": "user", "content": "hi"},
+                    {"role": "assistant", "tool_calls": {"id": "call_1"}},
+                ],
+            },
+            "messages[1].tool_calls",
+        ),
+        (
+            {
+                "model": "gpt-4o-mini",
+                "messages": [
+                    {"role": "user", "content": "hi"},
+                    {"role": "assistant", "tool_calls": [{"id": "c", "function": "get_weather"}]},
+                ],
+            },
+            "messages[1].tool_calls[0].function",
+        ),
+        (
+            {
+                "model": "gpt-4o-mini",
+                "messages": [
+                    {"role": "user", "content": "hi"},
+                    {"role": "assistant", "tool_calls": ["call_1"]},
+                ],
+            },
+            "messages[1].tool_calls[0].function",
+        ),
     ],
 )
 def test_invalid_bodies_get_400_naming_the_param(relay_env, upstream, body, param):
@@ -204,3 +251,66 @@ def test_wrong_method_is_405_in_the_same_shape(relay_env):
     error = error_of(response, 405)
     assert response.headers["allow"] == "POST"
     assert error["code"] == "method_not_allowed"
+
+
+# JSON nested deeper than the gateway's serialiser goes (orjson stops at 254 levels,
+# its parser at 1024): an answer the gateway reads but cannot write back out.
+TOO_DEEP = b"[" * 300 + b"]" * 300
+
+
+def test_a_gateway_failure_after_the_hold_ends_the_request_cleanly(relay_env, upstream):
+    answer = orjson.dumps(mock.completion(chat()))
+    upstream.then(body=answer[:-1] + b',"deep":' + TOO_DEEP + b"}")
+    response = relay_env.post(chat(), headers={"x-request-id": "deep-answer"})
+    error = error_of(response, 500)
+    assert (error["type"], error["code"]) == ("api_error", "internal_error")
+    assert "deep-answer" in error["message"]
+    record = wait_for(
+        lambda: UsageRecord.objects.filter(
+            request_id="deep-answer", settled_at__isnull=False
+        ).first()
+    )
+    # The answer never reached the client: nothing is charged, the hold is released.
+    assert (record.status, record.http_status, record.error_code) == (
+        "failed",
+        500,
+        "internal_error",
+    )
+    assert record.cost == 0
+    assert UsageRecord.objects.filter(request_id="deep-answer").count() == 1
+    assert relay_env.refresh().held == 0
+    assert ledger_check() == []
+
+
+def test_a_gateway_failure_mid_stream_ends_with_an_error_event_and_charges_nothing(
+    relay_env, upstream
+):
+    # The usage riding on each content chunk makes the gateway rewrite the chunk.
+    usage = b'"usage":{"prompt_tokens":5,"completion_tokens":1,"total_tokens":6}'
+    upstream.then(extra_raw=b'"deep":' + TOO_DEEP + b"," + usage)
+    with relay_env.http.stream(
+        "POST",
+        "/v1/chat/completions",
+        json=chat(stream=True),
+        headers={"authorization": f"Bearer {relay_env.key.secret}", "x-request-id": "deep-stream"},
+    ) as response:
+        events = [e for e in response.read().split(b"\n\n") if e.strip()]
+    assert response.status_code == 200
+    assert b"[DONE]" not in events[-1]
+    error = orjson.loads(events[-1].removeprefix(b"data: "))["error"]
+    assert (error["type"], error["code"]) == ("api_error", "internal_error")
+    record = wait_for(
+        lambda: UsageRecord.objects.filter(
+            request_id="deep-stream", settled_at__isnull=False
+        ).first()
+    )
+    assert (record.status, record.error_code, record.http_status) == (
+        "failed",
+        "internal_error",
+        500,
+    )
+    # The gateway's own failure is not the customer's to pay for.
+    assert record.cost == 0
+    assert UsageRecord.objects.filter(request_id="deep-stream").count() == 1
+    assert relay_env.refresh().held == 0
+    assert ledger_check() == []
