@@ -1,6 +1,6 @@
 """The management API (``/api/``) and its OpenAPI schema."""
 
-from django.urls import include, path
+from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
@@ -12,6 +12,7 @@ from billing.api import (
     RedemptionCodeViewSet,
     StatementViewSet,
 )
+from config.errors import api_not_found
 from relay.api import ChannelViewSet
 from usage.api import UsageRecordViewSet
 
@@ -32,4 +33,5 @@ urlpatterns = [
     path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("redoc/", SpectacularRedocView.as_view(url_name="api-schema"), name="api-redoc"),
     path("", include(router.urls)),
+    re_path(r"", api_not_found),
 ]

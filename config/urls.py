@@ -1,11 +1,11 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.urls import include, path
+from django.urls import include, path, re_path
 
 from accounts import views as account_views
 from accounts.login import ThrottledAdminAuthenticationForm, ThrottledAuthenticationForm
 from billing import views as billing_views
-from config import health
+from config import errors, health
 from config import views as config_views
 from relay import views as relay_views
 from usage import views as usage_views
@@ -15,12 +15,18 @@ admin.site.site_title = "Tollgate admin"
 admin.site.index_title = "Accounts, money, channels and usage"
 admin.site.login_form = ThrottledAdminAuthenticationForm
 
+handler400 = errors.handler400
+handler403 = errors.handler403
+handler404 = errors.handler404
+handler500 = errors.handler500
+
 urlpatterns = [
     # The relay: OpenAI- and Anthropic-compatible, key-authenticated.
     path("v1/chat/completions", relay_views.chat_completions),
     path("v1/messages", relay_views.messages),
     path("v1/embeddings", relay_views.embeddings),
     path("v1/models", relay_views.models),
+    re_path(r"^v1/", errors.relay_not_found),
     # Probes.
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),

@@ -18,6 +18,7 @@ takes the Django route above.
 
 import asyncio
 import io
+import logging
 from collections.abc import Coroutine
 from contextlib import aclosing
 from typing import Any
@@ -29,9 +30,15 @@ from django.core.handlers.exception import convert_exception_to_response
 from django.http import HttpResponse, StreamingHttpResponse
 from django.urls import set_script_prefix
 
+from config.errors import JsonErrorsMiddleware
+from config.logs import request_id
+
+from . import errors
 from .lifecycle import serve
 from .services import CHAT, EMBEDDINGS, MESSAGES, Endpoint
 from .views import key_for
+
+logger = logging.getLogger("tollgate.relay")
 
 # The endpoints answered straight from the ASGI scope, by path.
 RELAYED = {
@@ -90,8 +97,10 @@ class RelayASGIHandler(ASGIHandler):
         self._view_middleware: list = []
         self._template_response_middleware: list = []
         self._exception_middleware: list = []
-        self._middleware_chain = convert_exception_to_response(
-            self._get_response_async  # type: ignore[attr-defined]
+        # Django's own answer to an exception (its HTML error or debug page) is
+        # rewritten as JSON in the OpenAI shape.
+        self._middleware_chain = JsonErrorsMiddleware(
+            convert_exception_to_response(self._get_response_async)  # type: ignore[attr-defined]
         )
 
     async def __call__(self, scope, receive, send):
@@ -149,6 +158,16 @@ class RelayASGIHandler(ASGIHandler):
             await _send(response, send)
         except asyncio.CancelledError:
             pass  # the client went away while the response was being sent
+        except Exception:
+            # The request itself has ended (its owner saw to that); what is left is
+            # to answer in JSON if nothing was sent yet. If the response had begun,
+            # the server refuses a second start and drops the connection.
+            logger.exception("request %s: its response could not be sent", request_id.get())
+            error = errors.internal_error(request_id.get() or "")
+            try:
+                await _send(error.response(request_id.get()), send)
+            except Exception:  # noqa: S110 - logged above; nothing more can be sent
+                pass
 
     async def _watching_disconnect(self, receive, process: Coroutine[Any, Any, Any]) -> None:
         """Run ``process`` while watching for the client leaving (as Django does), but

@@ -2,11 +2,13 @@
 
 import orjson
 from django.core.exceptions import RequestDataTooBig
+from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from config.threads import db
 
+from . import errors
 from .errors import ApiError
 from .lifecycle import method_not_allowed, request_id_for, serve
 from .services import CHAT, EMBEDDINGS, MESSAGES, Endpoint, authenticate_async
@@ -78,9 +80,11 @@ async def models(request: HttpRequest) -> HttpResponse:
         return method_not_allowed(request_id, "GET")
     try:
         key = await authenticate_async(bearer_key(request) or request.headers.get("x-api-key"))
+        prices = await db(prices_current)(group_id=key.price_group_id)
     except ApiError as exc:
         return exc.response(request_id)
-    prices = await db(prices_current)(group_id=key.price_group_id)
+    except (OperationalError, InterfaceError):
+        return errors.service_unavailable(request_id).response(request_id)
     data = [
         {
             "id": model,

@@ -140,6 +140,9 @@ class PrivateCluster:
             str(self.dir / "log"), "restart",
         )  # fmt: skip
 
+    def stop(self) -> None:
+        self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
+
     def destroy(self) -> None:
         if (self.data / "postmaster.pid").exists():
             try:

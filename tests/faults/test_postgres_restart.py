@@ -138,3 +138,53 @@ def test_postgres_restart_under_load_fails_cleanly_and_recovers(
 
     check = manage(env, "ledger_check")
     assert check.returncode == 0, check.stderr
+
+
+STAFF_SEED = """
+import json, sys
+import django
+django.setup()
+from rest_framework.authtoken.models import Token
+from tests.factories import AccountFactory, ApiKeyFactory, ModelPriceFactory, UserFactory
+group = ModelPriceFactory(model="gpt-4o-mini").group
+key = ApiKeyFactory(account=AccountFactory(price_group=group, credit=1_000_000))
+token = Token.objects.create(user=UserFactory(is_staff=True, is_superuser=True))
+print(json.dumps({"secret": key.secret, "token": token.key}))
+"""
+
+
+def test_with_postgres_refusing_connections_every_machine_answer_is_json(
+    cluster, private_redis, tmp_path
+):
+    env = environment(database_url=cluster.url, redis_url=private_redis.url)
+    assert manage(env, "migrate", "--noinput", "-v", "0").returncode == 0
+    seeded = subprocess.run(
+        [sys.executable, "-c", STAFF_SEED], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert seeded.returncode == 0, seeded.stderr
+    seed = json.loads(seeded.stdout.strip().splitlines()[-1])
+    gateway = Gateway(env, tmp_path / "gateway.log").start()
+    try:
+        cluster.stop()
+        with httpx.Client(base_url=gateway.url, timeout=20) as http:
+            token = {"authorization": f"Token {seed['token']}"}
+            for path in ["/api/accounts/", "/api/usage/", "/api/ledger/", "/api/keys/"]:
+                response = http.get(path, headers=token)
+                assert response.status_code == 503, (path, response.text)
+                assert response.headers["content-type"] == "application/json", path
+                assert response.json()["detail"] and response.headers["retry-after"], path
+            login = http.post("/api/auth/token/", json={"username": "x", "password": "y"})
+            assert login.status_code == 503 and login.json()["detail"], login.text
+
+            key = {"authorization": f"Bearer {seed['secret']}"}
+            for method, path, body in [
+                ("POST", "/v1/chat/completions", {"model": "gpt-4o-mini", "messages": []}),
+                ("GET", "/v1/models", None),
+            ]:
+                response = http.request(method, path, headers=key, json=body)
+                assert response.status_code == 503, (path, response.text)
+                error = response.json()["error"]
+                assert error["code"] == "service_unavailable", (path, error)
+    finally:
+        gateway.stop()
+        cluster.start()
