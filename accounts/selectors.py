@@ -35,7 +35,9 @@ class AuthKey:
     auto_models: tuple[str, ...]
 
 
-_auth_cache: TTLCache[AuthKey | None] = TTLCache(lambda: settings.TOLLGATE["AUTH_CACHE_TTL"])
+_auth_cache: TTLCache[AuthKey | None] = TTLCache(
+    "auth_keys", lambda: settings.TOLLGATE["AUTH_CACHE_TTL"]
+)
 
 
 def _auth_key_load(key_hash: str) -> AuthKey | None:
@@ -95,7 +97,9 @@ def auth_key_cached(*, key_hash: str) -> tuple[bool, AuthKey | None]:
 
 
 def auth_cache_invalidate(*, key_hash: str | None = None) -> None:
-    _auth_cache.invalidate(key_hash)
+    """The key (or, with no hash, any key or account) changed: every process reloads
+    it."""
+    _auth_cache.changed(key_hash)
 
 
 def account_for_user(*, user) -> Account | None:

@@ -12,7 +12,7 @@ from .pricing import Price
 # group id -> model -> price versions, newest first: [(effective_from, Price), ...]
 PriceBook = dict[str, list[tuple[datetime, Price]]]
 
-_price_cache: TTLCache[PriceBook] = TTLCache(lambda: settings.TOLLGATE["PRICE_CACHE_TTL"])
+_price_cache: TTLCache[PriceBook] = TTLCache("prices", lambda: settings.TOLLGATE["PRICE_CACHE_TTL"])
 
 
 def _price_book_load(group_id: int) -> PriceBook:
@@ -75,7 +75,8 @@ def prices_current(*, group_id: int) -> dict[str, Price]:
 
 
 def price_cache_invalidate(*, group_id: int | None = None) -> None:
-    _price_cache.invalidate(group_id)
+    """The group's prices changed: every process reloads them."""
+    _price_cache.changed(group_id)
 
 
 def ledger_account_balance(*, ledger_account: LedgerAccount) -> int:

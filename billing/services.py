@@ -68,7 +68,7 @@ class EntrySpec:
 
 
 # Ledger account ids never change once created; cache them for the life of the process.
-_ledger_ids: TTLCache[int] = TTLCache(lambda: float("inf"))
+_ledger_ids: TTLCache[int] = TTLCache("ledger_ids", lambda: float("inf"))
 
 
 def _ledger_id(key: tuple, load: Callable[[], int]) -> int:

@@ -29,7 +29,7 @@ class ChannelInfo:
 
 
 _channel_cache: TTLCache[list[ChannelInfo]] = TTLCache(
-    lambda: settings.TOLLGATE["CHANNEL_CACHE_TTL"]
+    "channels", lambda: settings.TOLLGATE["CHANNEL_CACHE_TTL"]
 )
 
 
@@ -79,4 +79,5 @@ def channels_cached() -> list[ChannelInfo] | None:
 
 
 def channel_cache_invalidate() -> None:
-    _channel_cache.invalidate()
+    """The channels changed: every process reloads them (see ``config.localcache``)."""
+    _channel_cache.changed()
