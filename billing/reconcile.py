@@ -10,15 +10,24 @@ Checks (each a SQL query over the whole ledger):
 6. every finished usage record is settled, and settled exactly once: each charge
    transaction's revenue equals the cost of the records that point to it, its
    upstream cost equals theirs, and no charged record lacks a settlement;
-7. no settled record still has an open hold.
+7. no settled record still has an open hold;
+8. no hold has been open for minutes while no web process has its request in
+   flight (``config.inflight``): a hold left behind.
 """
 
+import logging
 from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
 from django.db import connection
 from django.utils import timezone
+
+from config.inflight import holds_in_flight
+
+from .models import Hold
+
+logger = logging.getLogger("tollgate.billing")
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,14 +135,49 @@ CHECKS: list[tuple[str, str, str]] = [
 ]
 
 
+# The SQL checks above, and the holds left open.
+CHECK_COUNT = len(CHECKS) + 1
+
+
 def ledger_check() -> list[Breach]:
     """Run every check; an empty list means the books reconcile."""
     lag = settings.TOLLGATE["SETTLEMENT_LAG_ALERT_SECONDS"]
-    params = {"lag_cutoff": timezone.now() - timedelta(seconds=lag)}
+    stale = settings.TOLLGATE["STALE_HOLD_SECONDS"]
+    now = timezone.now()
+    params = {
+        "lag_cutoff": now - timedelta(seconds=lag),
+        "stale_cutoff": now - timedelta(seconds=stale),
+    }
     breaches = []
     with connection.cursor() as cursor:
         for name, sql, template in CHECKS:
             cursor.execute(sql, params if "%(" in sql else None)
             for row in cursor.fetchall():
                 breaches.append(Breach(name, template.format(*row)))
+    old_holds = list(
+        Hold.objects.filter(
+            status=Hold.Status.OPEN, created_at__lt=params["stale_cutoff"], usage__isnull=True
+        )
+        .order_by("pk")
+        .values_list("pk", "request_id", "amount", "created_at")
+    )
+    if old_holds:
+        running = holds_in_flight()
+        if running is None:
+            logger.warning(
+                "%s hold(s) open over %s s could not be checked: the requests in flight "
+                "could not be read",
+                len(old_holds),
+                stale,
+            )
+        else:
+            breaches += [
+                Breach(
+                    "hold_left_open",
+                    f"hold {hold_id} ({request_id}, {amount} micro-USD) open for "
+                    f"{int((now - created).total_seconds())} s with no request in flight",
+                )
+                for hold_id, request_id, amount, created in old_holds
+                if hold_id not in running
+            ]
     return breaches

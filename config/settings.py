@@ -194,6 +194,8 @@ TOLLGATE = {
     "SETTLE_INTERVAL": env.float("TOLLGATE_SETTLE_INTERVAL", default=0.5),
     # An open hold older than this is released by the sweeper.
     "HOLD_TTL_SECONDS": env.int("TOLLGATE_HOLD_TTL_SECONDS", default=3600),
+    # ledger_check reports a hold open this long whose request is in flight nowhere.
+    "STALE_HOLD_SECONDS": env.int("TOLLGATE_STALE_HOLD_SECONDS", default=300),
     # How far below zero settlement may take a new account when a request costs more
     # than its hold (micro-USD); the rest is booked as overage.
     "DEFAULT_OVERDRAFT": env.int("TOLLGATE_DEFAULT_OVERDRAFT", default=50_000),

@@ -29,7 +29,7 @@ from django.http import HttpResponse, StreamingHttpResponse
 from accounts.selectors import AuthKey
 from billing.pricing import TokenCounts, micro_to_usd
 from billing.services import hold_granted
-from config import logs
+from config import inflight, logs
 from config.logs import request_id_from
 from usage.models import UsageRecord
 
@@ -216,6 +216,7 @@ class RelayRequest:
             raise
         self._reserving = None
         self.hold_id = hold_granted(result)
+        inflight.started(self.hold_id)
 
     # -- the ending -----------------------------------------------------------------
 
@@ -265,7 +266,11 @@ class RelayRequest:
                 logger.warning("closing the upstream stream of %s failed", self.request_id)
         if outcome is None:
             outcome = self._outcome_unanswered(error)
-        return await relay_finish(request=self, outcome=outcome)
+        try:
+            return await relay_finish(request=self, outcome=outcome)
+        finally:
+            if self.hold_id is not None:
+                inflight.ended(self.hold_id)
 
     def _outcome_unanswered(self, error: ApiError | None) -> Outcome:
         """How a request ended that has no outcome of its own: answered with

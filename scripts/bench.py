@@ -20,7 +20,8 @@ The 1/8/32-connection runs are repeated (``--repeat``, 3 rounds by default) and
 each count's median round is reported, with every round's rate beside it: on a
 shared virtual machine one run can be a third slower than the next.
 
-At the end every request must be settled and ``ledger_check`` must pass; the script
+At the end every request must be settled, no hold may be left open and ``ledger_check``
+must pass; the script
 says so and exits non-zero otherwise. Run it with ``bash scripts/bench``.
 """
 
@@ -725,6 +726,7 @@ def main() -> int:
             psql("SELECT count(*) FROM usage_usagerecord WHERE request_id NOT LIKE 'req_big_%%'")
         )
         left = unsettled()
+        open_holds = int(psql("SELECT count(*) FROM billing_hold WHERE status = 'open'"))
         check = subprocess.run(
             [PY, "manage.py", "ledger_check"], cwd=ROOT, env=env(), capture_output=True, text=True
         )
@@ -736,6 +738,8 @@ def main() -> int:
             "cut_off_allowance": 2 * cut_off,
             "usage_records": served,
             "unsettled": left,
+            # Every request has ended: a hold still open was left behind.
+            "open_holds": open_holds,
             "ledger_check": "passed" if check.returncode == 0 else "FAILED",
         }
         log(f"integrity: {results['integrity']}")
@@ -775,6 +779,7 @@ def main() -> int:
     print_table(results)
     ok = (
         results["integrity"]["unsettled"] == 0
+        and results["integrity"]["open_holds"] == 0
         and results["integrity"]["ledger_check"] == "passed"
         and 0
         <= results["integrity"]["usage_records"] - results["integrity"]["requests_sent"]

@@ -118,3 +118,16 @@ def test_the_beat_task_tells_the_staff(books):
     assert ledger_reconcile() == 1
     assert "1 breach" in mail.outbox[-1].subject
     assert f"account {account.pk}" in mail.outbox[-1].body
+
+
+def test_a_hold_left_open_with_no_request_in_flight_is_reported(books):
+    from config import inflight
+
+    Hold.objects.filter(request_id="open").update(created_at=timezone.now() - timedelta(minutes=10))
+    breaches = ledger_check()
+    assert checks(breaches) == ["hold_left_open"]
+    assert "(open, 5000 micro-USD) open for 6" in str(breaches[0])
+    # A web process that has the request in flight vouches for its hold.
+    hold = Hold.objects.get(request_id="open")
+    inflight.backend().write("web-1:42", [hold.pk], 30)
+    assert ledger_check() == []

@@ -395,3 +395,23 @@ def test_request_fields_pass_through_to_the_upstream_streaming_and_not(relay_env
     assert sent == {**chat(**fields), "stream": True, "stream_options": {"include_usage": True}}
     assert relay_env.post(chat(response_format={"type": "json_object"})).status_code == 200
     assert upstream.requests[-1]["json"]["response_format"] == {"type": "json_object"}
+
+
+def test_a_long_stream_vouches_for_its_hold_while_it_runs(relay_env, upstream, settings):
+    from billing.models import Hold
+    from billing.reconcile import ledger_check
+    from config.inflight import holds_in_flight
+
+    settings.TOLLGATE = {**settings.TOLLGATE, "STALE_HOLD_SECONDS": 0}
+    upstream.then(chunk_delay=0.2)  # an 8 s stream
+    with stream(relay_env, chat(LONG_REPLY, mock={"reply": LONG_REPLY})) as response:
+        events = sse_events(response)
+        next(events)
+        hold = Hold.objects.get(status=Hold.Status.OPEN)
+        # The web process writes its requests in flight out every few seconds.
+        wait_for(lambda: hold.pk in (holds_in_flight() or set()), timeout=8)
+        assert ledger_check() == []
+        for _ in events:
+            pass
+    wait_for(lambda: not Hold.objects.filter(status=Hold.Status.OPEN).exists())
+    assert ledger_check() == []
