@@ -21,8 +21,8 @@ each count's median round is reported, with every round's rate beside it: on a
 shared virtual machine one run can be a third slower than the next.
 
 At the end every request must be settled, no hold may be left open and ``ledger_check``
-must pass; the script
-says so and exits non-zero otherwise. Run it with ``bash scripts/bench``.
+must pass; the script says so and exits non-zero otherwise. Run it with
+``bash scripts/bench``.
 """
 
 import argparse
