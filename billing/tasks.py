@@ -98,6 +98,17 @@ def settlement_request(*, background: bool = False) -> None:
         _settlement_ask()
 
 
+def settlement_flush() -> None:
+    """Make the ask a pending trailing ask would make, now: a process about to exit
+    has its last records settled at once, not by the beat's next sweep."""
+    global _ask_timer
+    with _ask_lock:
+        timer, _ask_timer = _ask_timer, None
+    if timer is not None:
+        timer.cancel()
+        _settlement_ask()
+
+
 def _trailing_ask() -> None:
     global _ask_last, _ask_timer
     with _ask_lock:

@@ -8,6 +8,7 @@ kept out of Django's middleware on purpose: as synchronous middleware it would p
 every ``/v1/*`` request through a thread.
 """
 
+import asyncio
 import gc
 import os
 import re
@@ -56,7 +57,8 @@ if settings.CELERY_TASK_ALWAYS_EAGER:
 
 
 async def _lifespan(receive, send) -> None:
-    from config import adb
+    from billing.tasks import settlement_flush
+    from config import adb, threads
     from relay.client import close_sessions
     from relay.lifecycle import endings_done
 
@@ -75,8 +77,11 @@ async def _lifespan(receive, send) -> None:
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
             # Usage records still being written (a client that left, a database
-            # that is restarting) are written before the connections close.
+            # that is restarting) are written before the connections close, and
+            # their settlement is asked for before the process exits.
             await endings_done()
+            await asyncio.to_thread(threads.drain)
+            await asyncio.to_thread(settlement_flush)
             await adb.close()
             await close_sessions()
             await send({"type": "lifespan.shutdown.complete"})

@@ -71,6 +71,16 @@ def db_future(fn: Callable[..., T], *args: Any, **kwargs: Any) -> "asyncio.Futur
     )
 
 
+def drain() -> None:
+    """Wait for everything started on the database threads (a process about to exit:
+    the server may end it by signal, which would kill work still under way, such as a
+    settlement ask made after a request's last record)."""
+    global _executor
+    executor, _executor = _executor, None
+    if executor is not None:
+        executor.shutdown(wait=True)
+
+
 def _report(future: Future) -> None:
     exc = future.exception()
     if exc is not None:

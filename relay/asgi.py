@@ -34,7 +34,7 @@ from config.errors import JsonErrorsMiddleware
 from config.logs import request_id
 
 from . import errors
-from .lifecycle import serve
+from .lifecycle import CLIENT_GONE, serve
 from .services import CHAT, EMBEDDINGS, MESSAGES, Endpoint
 from .views import key_for
 
@@ -172,8 +172,9 @@ class RelayASGIHandler(ASGIHandler):
     async def _watching_disconnect(self, receive, process: Coroutine[Any, Any, Any]) -> None:
         """Run ``process`` while watching for the client leaving (as Django does), but
         in this task rather than a task of its own: one task fewer and no wait on two
-        tasks per request. A disconnect cancels this task; the view bills what it
-        must from its own cleanup, and that cancellation ends here."""
+        tasks per request. A disconnect cancels this task, with ``CLIENT_GONE`` as
+        the cancellation's message (any other cancellation is the server's); the
+        request ends from its own cleanup, and that cancellation ends here."""
         task = asyncio.current_task()
         assert task is not None
         aborted = False
@@ -182,7 +183,7 @@ class RelayASGIHandler(ASGIHandler):
             nonlocal aborted
             if not listener.cancelled() and isinstance(listener.exception(), RequestAborted):
                 aborted = True
-                task.cancel()
+                task.cancel(CLIENT_GONE)
 
         listener = asyncio.create_task(self.listen_for_disconnect(receive))
         listener.add_done_callback(on_disconnect)

@@ -71,6 +71,9 @@ _endings: set[asyncio.Task] = set()
 # Set when the server starts shutting down: a request cancelled from then on was
 # stopped by the server, not by its client.
 _shutting_down = False
+# The message of the cancellation that the ASGI handler sends a request whose client
+# left; a cancellation without it came from the server.
+CLIENT_GONE = "client_disconnected"
 
 # What a request knows of its parameters before its body is validated.
 _UNVALIDATED = RequestParams(
@@ -116,6 +119,7 @@ class RelayRequest:
         "request_id",
         "routes",
         "started",
+        "stopped_by",
         "trying",
         "upstream",
         "user",
@@ -157,6 +161,8 @@ class RelayRequest:
         self._admitting: asyncio.Future | None = None
         self._reserving: asyncio.Future | None = None
         self._ending: asyncio.Task | None = None
+        # Why a cancelled request was stopped, once a cancellation was seen.
+        self.stopped_by = ""
 
     @property
     def rate_headers(self) -> dict[str, str]:
@@ -181,10 +187,19 @@ class RelayRequest:
         self.attempts.append(attempt)
         self.calling = None
 
+    def cancelled(self, exc: BaseException) -> None:
+        """Note who stopped the request: its client, or the server."""
+        if not self.stopped_by:
+            by_client = isinstance(exc, asyncio.CancelledError) and CLIENT_GONE in exc.args
+            self.stopped_by = CLIENT_GONE if by_client else "server_shutdown"
+
     @property
     def cancel_code(self) -> str:
-        """Why a request cancelled now was stopped."""
-        return "server_shutdown" if _shutting_down else "client_disconnected"
+        """Why a request cancelled now was stopped (its client leaving, unless a
+        cancellation from the server was seen)."""
+        if self.stopped_by:
+            return self.stopped_by
+        return "server_shutdown" if _shutting_down else CLIENT_GONE
 
     # -- what the request takes ---------------------------------------------------
 
@@ -389,7 +404,8 @@ async def serve(
         if request.params.stream:
             return await _stream(request)
         return await _complete(request, record_after_response)
-    except asyncio.CancelledError:
+    except asyncio.CancelledError as exc:
+        request.cancelled(exc)
         request.end()
         raise
     except ApiError as exc:

@@ -348,6 +348,9 @@ class StreamRelay:
             if tail:
                 yield tail
             status = UsageRecord.Status.SUCCESS
+        except asyncio.CancelledError as exc:
+            self.request.cancelled(exc)
+            raise
         except UpstreamStreamError as exc:
             status, error_code = UsageRecord.Status.INTERRUPTED, exc.code
             yield self.fmt.error(errors.upstream_error(502, exc.message, request_id, exc.code))

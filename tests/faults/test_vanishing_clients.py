@@ -16,6 +16,7 @@ import orjson
 import pytest
 import redis
 from django.conf import settings
+from django.db import connection
 
 from accounts.models import Account
 from billing.models import Hold
@@ -156,3 +157,66 @@ def test_vanishing_clients_give_back_their_rate_limit_slots(setup):
         return [r.status_code for r in replies]
 
     assert asyncio.run(three()) == [200, 200, 200]
+
+
+def test_requests_the_server_stops_at_shutdown_end_with_their_record(
+    transactional_db, celery_worker_thread, tmp_path
+):
+    """uvicorn, stopped with requests in flight, cancels them after its grace period;
+    each still ends with one usage record saying the server stopped it, and its hold
+    is released."""
+    group = ModelPriceFactory(model="gpt-4o-mini").group
+    account = AccountFactory(price_group=group, credit=CREDIT)
+    key = ApiKeyFactory(account=account)
+    ChannelFactory(type="mock", base_url="", served_models=["gpt-4o-mini"])
+    env = environment(database_url=test_database_url(), redis_url=settings.REDIS_URL)
+    gateway = Gateway(env, tmp_path / "gateway.log").start()
+    long_reply = " ".join(["word"] * 200)
+
+    async def in_flight() -> None:
+        async with httpx.AsyncClient(base_url=gateway.url, timeout=30) as client:
+            headers = {"authorization": f"Bearer {key.secret}"}
+            body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+
+            async def plain() -> None:
+                await client.post(
+                    "/v1/chat/completions",
+                    headers={**headers, "x-request-id": "stopped-plain"},
+                    json={**body, "mock": {"delay_ms": 20_000}},
+                )
+
+            async def streamed() -> None:
+                async with client.stream(
+                    "POST",
+                    "/v1/chat/completions",
+                    headers={**headers, "x-request-id": "stopped-stream"},
+                    json={**body, "stream": True, "mock": {"delay_ms": 200, "reply": long_reply}},
+                ) as response:
+                    async for _ in response.aiter_raw():
+                        pass
+
+            def both_held() -> None:
+                try:
+                    wait_for(lambda: Hold.objects.filter(status="open").count() == 2)
+                finally:
+                    connection.close()  # this thread's own
+
+            tasks = [asyncio.create_task(plain()), asyncio.create_task(streamed())]
+            await asyncio.to_thread(both_held)
+            await asyncio.to_thread(gateway.stop)
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    try:
+        asyncio.run(in_flight())
+    finally:
+        gateway.stop()
+    wait_for(_quiet, timeout=30, interval=0.2)
+    records = {r.request_id: r for r in UsageRecord.objects.all()}
+    assert set(records) == {"stopped-plain", "stopped-stream"}
+    for record in records.values():
+        assert (record.status, record.error_code) == ("cancelled", "server_shutdown")
+    # The stream had delivered part of its answer: that part is charged.
+    assert records["stopped-stream"].output_tokens > 0 and records["stopped-stream"].cost > 0
+    account.refresh_from_db()
+    assert account.held == 0
+    assert ledger_check() == []
