@@ -55,7 +55,11 @@ def usage_payload(
     tokens: TokenCounts, cost: int, upstream_usage: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     """The ``usage`` object Tollgate returns: the upstream's OpenAI fields kept as they
-    were, plus our token kinds and the ``cost`` in USD."""
+    were, plus the same totals under the names OpenAI's Responses API gives them
+    (``input_tokens`` = ``prompt_tokens``, cached included; ``output_tokens`` =
+    ``completion_tokens``, reasoning included), the breakdowns by kind, and the
+    ``cost`` in USD. Internally every kind is billed once, disjointly; on the wire a
+    name never means two things."""
     out: dict[str, Any] = dict(upstream_usage) if upstream_usage else {}
     out.setdefault("prompt_tokens", tokens.prompt)
     out.setdefault("completion_tokens", tokens.completion)
@@ -67,8 +71,8 @@ def usage_payload(
         )
     if tokens.reasoning:
         out.setdefault("completion_tokens_details", {"reasoning_tokens": tokens.reasoning})
-    out["input_tokens"] = tokens.input
-    out["output_tokens"] = tokens.output
+    out["input_tokens"] = tokens.prompt
+    out["output_tokens"] = tokens.completion
     out["cache_read_tokens"] = tokens.cache_read
     out["cache_write_tokens"] = tokens.cache_write
     out["reasoning_tokens"] = tokens.reasoning

@@ -51,11 +51,14 @@ def test_answer_is_the_upstreams_with_normalised_usage_and_the_charge_is_booked(
     assert usage["cost"] == "0.000360"
     assert usage["prompt_tokens"] == expected_usage["prompt_tokens"]
     assert usage["prompt_tokens_details"] == {"cached_tokens": 1000}
+    # The wire names follow OpenAI: input_tokens counts every prompt token (cached
+    # included, as prompt_tokens does); the breakdowns say which kind each is.
     assert (usage["input_tokens"], usage["cache_read_tokens"], usage["cache_write_tokens"]) == (
-        200,
+        1200,
         1000,
         0,
     )
+    assert usage["input_tokens"] == usage["prompt_tokens"]
     assert (usage["output_tokens"], usage["reasoning_tokens"]) == (300, 0)
 
     record = settled("client-req-1")
@@ -166,7 +169,11 @@ def test_reasoning_and_cached_tokens_are_each_billed_at_their_own_price(relay_en
         usage["cache_read_tokens"],
         usage["output_tokens"],
         usage["reasoning_tokens"],
-    ) == (600, 400, 200, 300)
+    ) == (1000, 400, 500, 300)
+    assert (usage["input_tokens"], usage["output_tokens"]) == (
+        usage["prompt_tokens"],
+        usage["completion_tokens"],
+    )
     record = settled(response.headers["x-request-id"])
     assert record.cost == 4290
     assert relay_env.refresh().balance == 5_000_000 - 4290

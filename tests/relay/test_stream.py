@@ -94,8 +94,8 @@ def test_usage_chunk_only_when_asked_but_the_upstream_is_always_asked(relay_env,
     usage = usage_chunk["usage"]
     assert usage["cost"] == micro_to_usd(record.cost)
     assert (usage["input_tokens"], usage["output_tokens"]) == (
-        record.input_tokens,
-        record.output_tokens,
+        record.prompt_tokens,
+        record.completion_tokens,
     )
     assert usage["prompt_tokens"] == record.prompt_tokens
     assert record.cost == PRICE.cost(
