@@ -41,6 +41,7 @@ class ModelPriceInline(admin.TabularInline):
     extra = 0
     fields = [
         "model",
+        "mode",
         "input_per_m",
         "output_per_m",
         "cache_read_per_m",
@@ -67,6 +68,7 @@ class ModelPriceAdmin(admin.ModelAdmin):
     list_display = [
         "model",
         "group",
+        "mode",
         "input_per_m",
         "output_per_m",
         "cache_read_per_m",

@@ -28,8 +28,15 @@ class ModelPrice(models.Model):
     cache and reasoning prices fall back to the input and output prices when empty.
     """
 
+    class Mode(models.TextChoices):
+        # The endpoint family a model serves (the names of LiteLLM's catalogue):
+        # ``model: "auto"`` only chooses among models of the request's mode.
+        CHAT = "chat", "Chat (chat completions, messages)"
+        EMBEDDING = "embedding", "Embeddings"
+
     group = models.ForeignKey(PriceGroup, on_delete=models.CASCADE, related_name="prices")
     model = models.CharField(max_length=200)
+    mode = models.CharField(max_length=32, choices=Mode.choices, default=Mode.CHAT)
     input_per_m = price_field()
     output_per_m = price_field()
     cache_read_per_m = price_field(null=True, blank=True)

@@ -77,6 +77,7 @@ class Price:
     reasoning: int
     request_fee: int = 0
     price_id: int | None = None
+    mode: str = "chat"
 
     @classmethod
     def from_decimals(
@@ -90,6 +91,7 @@ class Price:
         reasoning: Any = None,
         request_fee: Any = 0,
         price_id: int | None = None,
+        mode: str = "chat",
     ) -> "Price":
         inp = per_m_to_pico(input)
         out = per_m_to_pico(output)
@@ -102,6 +104,7 @@ class Price:
             reasoning=out if reasoning is None else per_m_to_pico(reasoning),
             request_fee=usd_to_micro(request_fee or 0),
             price_id=price_id,
+            mode=mode,
         )
 
     def _pico(self, t: TokenCounts) -> int:

@@ -27,6 +27,7 @@ def _price_book_load(group_id: int) -> PriceBook:
             reasoning=row.reasoning_per_m,
             request_fee=row.request_fee,
             price_id=row.pk,
+            mode=row.mode,
         )
         book.setdefault(row.model, []).append((row.effective_from, price))
     return book

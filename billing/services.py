@@ -733,6 +733,7 @@ def model_price_set(
     reasoning_per_m: Decimal | None = None,
     request_fee: Decimal = Decimal(0),
     effective_from: datetime | None = None,
+    mode: str = ModelPrice.Mode.CHAT,
 ) -> ModelPrice:
     """Publish a new price version. Requests already made keep the price they had;
     a version dated in the future applies from that moment."""
@@ -746,6 +747,7 @@ def model_price_set(
         reasoning_per_m=reasoning_per_m,
         request_fee=request_fee,
         effective_from=effective_from or timezone.now(),
+        mode=mode,
     )
     from .selectors import price_cache_invalidate
 

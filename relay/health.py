@@ -24,7 +24,7 @@ from config.threads import spawn
 COOLING_KEY = "tg:h:cooling"
 LATENCY_KEY = "tg:lat"
 _SNAPSHOT_SECONDS = 1.0
-_LATENCY_SNAPSHOT_SECONDS = 5.0
+_LATENCY_SNAPSHOT_SECONDS = 1.0
 # Errors that say something about the channel (not about the request).
 HEALTH_ERRORS = frozenset(
     {
@@ -199,11 +199,24 @@ def channel_recovered(channel_id: int) -> bool:
 
 _pushed: dict[str, float] = {}
 
+# Folds one process's average into the shared one: each web process pushes at most
+# once a second per model, so a model that slows down moves the shared figure within
+# a few seconds whichever process served it.
+_LATENCY_FOLD = shared.Script(
+    """
+local old = tonumber(redis.call('HGET', KEYS[1], ARGV[1]))
+local value = tonumber(ARGV[2])
+if old then value = old * 0.5 + value * 0.5 end
+redis.call('HSET', KEYS[1], ARGV[1], string.format('%.1f', value))
+return 1
+"""
+)
+
 
 def latency_observed(model: str, ms: int) -> None:
-    """Fold one latency sample into this process's moving average; share it through
-    Redis at most once a second per model (not a Redis call per request), from a
-    thread, so the relay's event loop never waits for it."""
+    """Fold one latency sample into this process's moving average, and into the
+    shared one at most once a second per model (not a Redis call per request), from
+    a thread, so the relay's event loop never waits for it."""
     with _local.lock:
         old = _local.latency.get(model, float(ms))
         value = _local.latency[model] = old * 0.8 + ms * 0.2
@@ -215,11 +228,10 @@ def latency_observed(model: str, ms: int) -> None:
 
 
 def _latency_push(model: str, value: float) -> None:
-    conn = shared.client()
-    if conn is not None:
-        try:
-            conn.hset(LATENCY_KEY, model, f"{value:.1f}")
-        except redis.RedisError as exc:
+    try:
+        _LATENCY_FOLD([LATENCY_KEY], [model, f"{value:.1f}"])
+    except redis.RedisError as exc:
+        if shared.client() is not None:
             shared.failed(exc)
 
 
@@ -230,12 +242,14 @@ def latencies_cached() -> dict[str, float] | None:
 
 
 def latencies() -> dict[str, float]:
-    """Moving average latency (ms) per model, at most a few seconds old."""
+    """Moving average latency (ms) per model, shared by every web process and at most
+    a second old; this process's own figures stand in for models Redis has none of
+    (or while Redis is unreachable)."""
     global _latency_snapshot
     now = time.monotonic()
     if now - _latency_snapshot[0] < _LATENCY_SNAPSHOT_SECONDS:
         return _latency_snapshot[1]
-    values: dict[str, float] = {}
+    values: dict[str, float] = dict(_local.latency)
     conn = shared.client()
     if conn is not None:
         try:
@@ -243,8 +257,6 @@ def latencies() -> dict[str, float]:
             values.update({_text(k): float(v) for k, v in raw.items()})
         except redis.RedisError as exc:
             shared.failed(exc)
-    # This process's own averages are the freshest it has.
-    values.update(_local.latency)
     _latency_snapshot = (now, values)
     return values
 

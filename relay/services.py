@@ -68,11 +68,15 @@ class Endpoint:
     validate: Any
     # Channel types able to serve it.
     channel_types: frozenset[str]
+    # The mode of the models it serves (``ModelPrice.Mode``).
+    mode: str = "chat"
 
 
 CHAT = Endpoint("chat.completions", validate_chat, frozenset({"openai", "anthropic", "mock"}))
 MESSAGES = Endpoint("messages", validate_messages, frozenset({"openai", "anthropic", "mock"}))
-EMBEDDINGS = Endpoint("embeddings", validate_embeddings, frozenset({"openai", "mock"}))
+EMBEDDINGS = Endpoint(
+    "embeddings", validate_embeddings, frozenset({"openai", "mock"}), mode="embedding"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,9 +209,14 @@ def _usable_channels(model: str, endpoint: Endpoint, state: RouteState) -> list[
 
 
 def _auto_routes(key: AuthKey, endpoint: Endpoint, state: RouteState) -> list[Route]:
-    """Candidate models for ``model: "auto"``, best first, by the account's strategy."""
+    """Candidate models for ``model: "auto"``, best first, by the account's strategy:
+    the models the key may use whose mode is the endpoint's."""
     prices = prices_in_book(state.prices)
-    names = [m for m in prices if not key.allowed_models or m in key.allowed_models]
+    names = [
+        m
+        for m, price in prices.items()
+        if price.mode == endpoint.mode and (not key.allowed_models or m in key.allowed_models)
+    ]
     if key.auto_models:
         names = [m for m in key.auto_models if m in names]
     routes = []
@@ -218,8 +227,9 @@ def _auto_routes(key: AuthKey, endpoint: Endpoint, state: RouteState) -> list[Ro
     if key.auto_strategy == AutoStrategy.CHEAPEST:
         routes.sort(key=lambda r: (r.price.input + r.price.output, r.model))
     elif key.auto_strategy == AutoStrategy.FASTEST:
+        # A model with no figure yet is tried first: that is how it gets one.
         latency = state.latencies
-        routes.sort(key=lambda r: (latency.get(r.model, float("inf")), r.model))
+        routes.sort(key=lambda r: (latency.get(r.model, 0.0), r.model))
     return routes[:MAX_ATTEMPTS]
 
 

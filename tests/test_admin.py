@@ -151,6 +151,7 @@ def test_new_price_version_from_admin(admin_client, account):
         {
             "group": account.price_group_id,
             "model": "gpt-4o-mini",
+            "mode": "chat",  # the form's select, as a browser sends it
             "input_per_m": "0.2",
             "output_per_m": "0.8",
             "request_fee": "0",

@@ -120,3 +120,54 @@ def test_a_revoked_key_is_refused_everywhere_within_a_second(world):
     assert revoked.status_code == 200, revoked.text
     _seen_within(lambda: _relay(b, key, "GET", "/v1/models").status_code == 401)
     assert _relay(b, key, "POST", "/v1/chat/completions").status_code == 401
+
+
+def test_auto_fastest_shares_what_one_process_learns_about_a_slow_model(
+    transactional_db, tmp_path, more_upstreams
+):
+    """Process A serves a model that has slowed down; process B, which has not seen
+    it slow, stops choosing it for ``auto`` within a couple of seconds."""
+    from accounts.models import Account
+
+    fast_one, steady, _ = more_upstreams
+    group = ModelPriceFactory(model="alpha").group
+    ModelPriceFactory(group=group, model="beta")
+    account = AccountFactory(price_group=group, credit=10_000_000)
+    Account.objects.filter(pk=account.pk).update(auto_strategy="fastest")
+    key = ApiKeyFactory(account=account)
+    ChannelFactory(name="alpha", base_url=fast_one.base_url, served_models=["alpha"])
+    ChannelFactory(name="beta", base_url=steady.base_url, served_models=["beta"])
+    steady.delay = 0.05
+    env = environment(database_url=test_database_url(), redis_url=settings.REDIS_URL)
+    a = Gateway(env, tmp_path / "a.log").start()
+    b = Gateway(env, tmp_path / "b.log").start()
+
+    def ask(client: httpx.Client, model: str) -> str:
+        response = client.post(
+            "/v1/chat/completions",
+            headers={"authorization": f"Bearer {key.secret}"},
+            json={"model": model, "messages": [{"role": "user", "content": "hi"}]},
+        )
+        assert response.status_code == 200, response.text
+        return response.json()["model"]
+
+    try:
+        with (
+            httpx.Client(base_url=a.url, timeout=10) as on_a,
+            httpx.Client(base_url=b.url, timeout=10) as on_b,
+        ):
+            for client in (on_a, on_b):
+                ask(client, "alpha")
+                ask(client, "beta")
+            time.sleep(1.5)  # past the once-a-second push, and B's snapshot
+            assert ask(on_b, "auto") == "alpha"
+            fast_one.delay = 0.4  # alpha slows down; only A will see it
+            for _ in range(3):
+                ask(on_a, "alpha")
+                time.sleep(1.05)
+            time.sleep(1.2)  # B's snapshot of the shared figures is at most 1 s old
+            # B's first choice already avoids alpha: it learnt from A, not from itself.
+            assert ask(on_b, "auto") == "beta"
+    finally:
+        a.stop()
+        b.stop()

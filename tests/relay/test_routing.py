@@ -247,6 +247,46 @@ def test_auto_fastest_follows_the_moving_average_latency(relay_env, auto_env):
     assert record_for(response).model_served == "big-model"
 
 
+def test_auto_chooses_only_models_that_serve_the_endpoint(relay_env, auto_env):
+    # The cheapest model of all is an embeddings model: a chat request must not get it,
+    # an embeddings request must get nothing else.
+    ModelPriceFactory(
+        group=relay_env.group,
+        model="text-embedding-3-small",
+        input_per_m="0.02",
+        output_per_m="0",
+        mode="embedding",
+    )
+    ChannelFactory(
+        name="embedder",
+        base_url=auto_env["gpt-4o-mini"][1].base_url,
+        served_models=["text-embedding-3-small"],
+    )
+    channel_cache_invalidate()
+    chat_reply = relay_env.post({**chat(), "model": "auto"})
+    assert record_for(chat_reply).model_served == "gpt-4o-mini"
+    embedded = relay_env.http.post(
+        "/v1/embeddings",
+        json={"model": "auto", "input": "hello"},
+        headers={"authorization": f"Bearer {relay_env.key.secret}"},
+    )
+    assert embedded.status_code == 200, embedded.text
+    assert record_for(embedded).model_served == "text-embedding-3-small"
+    models = relay_env.http.get(
+        "/v1/models", headers={"authorization": f"Bearer {relay_env.key.secret}"}
+    ).json()["data"]
+    modes = {m["id"]: m["mode"] for m in models}
+    assert modes["text-embedding-3-small"] == "embedding" and modes["gpt-4o-mini"] == "chat"
+
+
+def test_auto_fastest_tries_a_model_it_has_no_figure_for(relay_env, auto_env):
+    Account.objects.filter(pk=relay_env.account.pk).update(auto_strategy="fastest")
+    assert relay_env.post({**chat(), "model": "gpt-4o-mini"}).status_code == 200
+    health.refresh()
+    response = relay_env.post({**chat(), "model": "auto"})
+    assert record_for(response).model_served == "big-model"
+
+
 def test_auto_respects_the_keys_allowed_models(relay_env, auto_env):
     from tests.factories import ApiKeyFactory
 

@@ -29,7 +29,9 @@ DEMO_PRICES = {
     "gpt-4o": ("2.50", "10.00", "1.25", None, None),
     "o4-mini": ("1.10", "4.40", "0.275", None, "4.40"),
     "claude-sonnet-4": ("3.00", "15.00", "0.30", "3.75", None),
+    "text-embedding-3-small": ("0.02", "0", None, None, None),
 }
+DEMO_MODES = {"text-embedding-3-small": ModelPrice.Mode.EMBEDDING}
 DEMO_CREDIT = 10_000_000  # $10.00
 
 
@@ -56,6 +58,8 @@ class Command(BaseCommand):
             f"  Admin:    {base_url}/admin/  (user admin, password {state['admin_password']})"
         )
         out.write(f"  Demo user: demo / {state['demo_password']}")
+        if settings.EMAIL_BACKEND.endswith("filebased.EmailBackend"):
+            out.write(f"  Mail:     {base_url}/admin/mail/  (files in {settings.EMAIL_FILE_PATH})")
         out.write(f"  API key:  {key}")
         out.write("  Try it:")
         out.write(
@@ -85,12 +89,18 @@ class Command(BaseCommand):
                     cache_read_per_m=cread and Decimal(cread),
                     cache_write_per_m=cwrite and Decimal(cwrite),
                     reasoning_per_m=reason and Decimal(reason),
+                    mode=DEMO_MODES.get(model, ModelPrice.Mode.CHAT),
                 )
 
-        Channel.objects.get_or_create(
+        mock, _ = Channel.objects.get_or_create(
             name="mock",
             defaults={"type": Channel.Type.MOCK, "served_models": sorted(DEMO_PRICES)},
         )
+        # A demo made by an older version serves the models added since, too.
+        missing = set(DEMO_PRICES) - set(mock.served_models)
+        if mock.type == Channel.Type.MOCK and missing:
+            mock.served_models = sorted({*mock.served_models, *missing})
+            mock.save(update_fields=["served_models"])
 
         account = Account.objects.filter(name="Demo").first()
         if account is None:
