@@ -7,7 +7,7 @@ channel when ``retryable`` is set.
 
 import asyncio
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -206,20 +206,33 @@ async def read_json(response: client.UpstreamResponse) -> dict[str, Any]:
     return data
 
 
+# Headers a caller may send for the provider (betas, an API version); each provider
+# takes the ones with its prefix and ignores the rest.
+FORWARDED_HEADERS = ("anthropic-beta", "anthropic-version", "openai-beta")
+Forwarded = Mapping[str, str] | None
+
+
+def forwarded_for(forwarded: Forwarded, prefix: str) -> dict[str, str]:
+    return {k: v for k, v in (forwarded or {}).items() if k.startswith(prefix)}
+
+
 class OpenAIAdapter:
     """Any OpenAI-compatible endpoint (``/chat/completions``, ``/embeddings``)."""
 
     @staticmethod
-    def _headers(channel: ChannelInfo, stream: bool) -> dict[str, str]:
+    def _headers(channel: ChannelInfo, stream: bool, forwarded: Forwarded) -> dict[str, str]:
         return {
+            **forwarded_for(forwarded, "openai-"),
             "authorization": f"Bearer {channel.api_key}",
             "content-type": "application/json",
             "accept": "text/event-stream" if stream else "application/json",
         }
 
-    async def _json(self, channel: ChannelInfo, body: dict[str, Any], path: str) -> UpstreamReply:
+    async def _json(
+        self, channel: ChannelInfo, body: dict[str, Any], path: str, forwarded: Forwarded
+    ) -> UpstreamReply:
         response = await send(
-            channel, f"{channel.base_url}{path}", body, self._headers(channel, False)
+            channel, f"{channel.base_url}{path}", body, self._headers(channel, False, forwarded)
         )
         data = await read_json(response)
         usage = data.get("usage")
@@ -229,15 +242,24 @@ class OpenAIAdapter:
             body=data, upstream_usage=usage, tokens=tokens_from_openai(usage) if usage else None
         )
 
-    async def complete(self, channel: ChannelInfo, body: dict[str, Any]) -> UpstreamReply:
-        return await self._json(channel, body, "/chat/completions")
+    async def complete(
+        self, channel: ChannelInfo, body: dict[str, Any], forwarded: Forwarded = None
+    ) -> UpstreamReply:
+        return await self._json(channel, body, "/chat/completions", forwarded)
 
-    async def embeddings(self, channel: ChannelInfo, body: dict[str, Any]) -> UpstreamReply:
-        return await self._json(channel, body, "/embeddings")
+    async def embeddings(
+        self, channel: ChannelInfo, body: dict[str, Any], forwarded: Forwarded = None
+    ) -> UpstreamReply:
+        return await self._json(channel, body, "/embeddings", forwarded)
 
-    async def open_stream(self, channel: ChannelInfo, body: dict[str, Any]) -> UpstreamStream:
+    async def open_stream(
+        self, channel: ChannelInfo, body: dict[str, Any], forwarded: Forwarded = None
+    ) -> UpstreamStream:
         response = await send(
-            channel, f"{channel.base_url}/chat/completions", body, self._headers(channel, True)
+            channel,
+            f"{channel.base_url}/chat/completions",
+            body,
+            self._headers(channel, True, forwarded),
         )
         return OpenAIStream(response)
 
@@ -331,7 +353,9 @@ class MockAdapter:
             raise failure_from_status(status, b'{"error": {"message": "mock failure"}}', channel)
         return opts
 
-    async def complete(self, channel: ChannelInfo, body: dict[str, Any]) -> UpstreamReply:
+    async def complete(
+        self, channel: ChannelInfo, body: dict[str, Any], forwarded: Forwarded = None
+    ) -> UpstreamReply:
         opts = self._checked(channel, body)
         if opts.get("delay_ms"):
             await asyncio.sleep(opts["delay_ms"] / 1000)
@@ -341,11 +365,15 @@ class MockAdapter:
             body=data, upstream_usage=usage, tokens=tokens_from_openai(usage) if usage else None
         )
 
-    async def open_stream(self, channel: ChannelInfo, body: dict[str, Any]) -> UpstreamStream:
+    async def open_stream(
+        self, channel: ChannelInfo, body: dict[str, Any], forwarded: Forwarded = None
+    ) -> UpstreamStream:
         self._checked(channel, body)
         return MockStream(body)
 
-    async def embeddings(self, channel: ChannelInfo, body: dict[str, Any]) -> UpstreamReply:
+    async def embeddings(
+        self, channel: ChannelInfo, body: dict[str, Any], forwarded: Forwarded = None
+    ) -> UpstreamReply:
         self._checked(channel, body)
         try:
             data = mock.embeddings(body)

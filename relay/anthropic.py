@@ -20,10 +20,12 @@ from billing.pricing import TokenCounts
 
 from . import client, sse
 from .adapters import (
+    Forwarded,
     StreamEvent,
     UpstreamFailure,
     UpstreamReply,
     UpstreamStreamError,
+    forwarded_for,
     read_json,
     send,
 )
@@ -606,12 +608,22 @@ def chat_to_message(completion: dict[str, Any], model: str, tokens: TokenCounts)
         "id": f"msg_{uuid.uuid4().hex[:24]}",
         "type": "message",
         "role": "assistant",
-        "model": _str(completion.get("model")) or model,
+        # The model asked for, not the upstream's name for it.
+        "model": model,
         "content": content,
-        "stop_reason": FINISH_TO_STOP.get(_str(choice.get("finish_reason")) or "stop", "end_turn"),
+        "stop_reason": _stop_reason(_str(choice.get("finish_reason")), content),
         "stop_sequence": None,
         "usage": anthropic_usage(tokens),
     }
+
+
+def _stop_reason(finish_reason: str, content: list[dict[str, Any]]) -> str:
+    # A call the request forced with tool_choice ends with "stop" at OpenAI; the
+    # Messages client expects the turn to end for the tool it asked for.
+    stop = FINISH_TO_STOP.get(finish_reason or "stop", "end_turn")
+    if stop == "end_turn" and any(block["type"] == "tool_use" for block in content):
+        return "tool_use"
+    return stop
 
 
 def event_bytes(event: dict[str, Any]) -> bytes:
@@ -656,7 +668,7 @@ class ChatToMessages:
                         "id": f"msg_{uuid.uuid4().hex[:24]}",
                         "type": "message",
                         "role": "assistant",
-                        "model": _str(chunk.get("model")) or self.model,
+                        "model": self.model,
                         "content": [],
                         "stop_reason": None,
                         "stop_sequence": None,
@@ -710,6 +722,8 @@ class ChatToMessages:
         return b"".join(event_bytes(e) for e in events)
 
     def finish(self, tokens: TokenCounts, cost: str) -> bytes:
+        if self.tool_blocks and self.stop_reason == "end_turn":
+            self.stop_reason = "tool_use"  # see _stop_reason
         events = self._close()
         events.append(
             {
@@ -725,10 +739,12 @@ class ChatToMessages:
 # -- the channel adapter -----------------------------------------------------------------
 
 
-def _headers(channel: ChannelInfo) -> dict[str, str]:
+def _headers(channel: ChannelInfo, forwarded: Forwarded) -> dict[str, str]:
+    # The caller's anthropic-beta (and anthropic-version, if it sent one) go along.
     return {
-        "x-api-key": channel.api_key,
         "anthropic-version": ANTHROPIC_VERSION,
+        **forwarded_for(forwarded, "anthropic-"),
+        "x-api-key": channel.api_key,
         "content-type": "application/json",
     }
 
@@ -736,9 +752,13 @@ def _headers(channel: ChannelInfo) -> dict[str, str]:
 class AnthropicAdapter:
     """A channel speaking the Anthropic Messages API (``{base_url}/v1/messages``)."""
 
-    async def _send(self, channel: ChannelInfo, body: dict[str, Any]) -> client.UpstreamResponse:
+    async def _send(
+        self, channel: ChannelInfo, body: dict[str, Any], forwarded: Forwarded
+    ) -> client.UpstreamResponse:
         try:
-            return await send(channel, f"{channel.base_url}/v1/messages", body, _headers(channel))
+            return await send(
+                channel, f"{channel.base_url}/v1/messages", body, _headers(channel, forwarded)
+            )
         except UpstreamFailure as exc:
             # Anthropic's "overloaded" status.
             if exc.upstream_status == 529:
@@ -750,25 +770,31 @@ class AnthropicAdapter:
                 ) from None
             raise
 
-    async def messages_complete(self, channel: ChannelInfo, body: dict[str, Any]) -> UpstreamReply:
-        data = await read_json(await self._send(channel, body))
+    async def messages_complete(
+        self, channel: ChannelInfo, body: dict[str, Any], forwarded: Forwarded = None
+    ) -> UpstreamReply:
+        data = await read_json(await self._send(channel, body, forwarded))
         usage = data.get("usage") if isinstance(data.get("usage"), dict) else None
         return UpstreamReply(
             body=data, upstream_usage=usage, tokens=tokens_from_anthropic(usage) if usage else None
         )
 
     async def messages_stream(
-        self, channel: ChannelInfo, body: dict[str, Any]
+        self, channel: ChannelInfo, body: dict[str, Any], forwarded: Forwarded = None
     ) -> "AnthropicEvents":
-        return AnthropicEvents(await self._send(channel, {**body, "stream": True}))
+        return AnthropicEvents(await self._send(channel, {**body, "stream": True}, forwarded))
 
-    async def complete(self, channel: ChannelInfo, body: dict[str, Any]) -> UpstreamReply:
-        reply = await self.messages_complete(channel, _translated(body))
+    async def complete(
+        self, channel: ChannelInfo, body: dict[str, Any], forwarded: Forwarded = None
+    ) -> UpstreamReply:
+        reply = await self.messages_complete(channel, _translated(body), forwarded)
         chat = anthropic_to_chat(reply.body)
         return UpstreamReply(body=chat, upstream_usage=chat.get("usage"), tokens=reply.tokens)
 
-    async def open_stream(self, channel: ChannelInfo, body: dict[str, Any]) -> "TranslatedStream":
-        events = await self.messages_stream(channel, _translated(body))
+    async def open_stream(
+        self, channel: ChannelInfo, body: dict[str, Any], forwarded: Forwarded = None
+    ) -> "TranslatedStream":
+        events = await self.messages_stream(channel, _translated(body), forwarded)
         return TranslatedStream(events)
 
 

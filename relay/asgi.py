@@ -34,6 +34,7 @@ from config.errors import JsonErrorsMiddleware
 from config.logs import request_id
 
 from . import errors
+from .adapters import FORWARDED_HEADERS
 from .lifecycle import CLIENT_GONE, serve
 from .services import CHAT, EMBEDDINGS, MESSAGES, Endpoint
 from .views import key_for
@@ -62,6 +63,15 @@ def _headers(scope) -> dict[bytes, bytes]:
 def _header(headers: dict[bytes, bytes], name: bytes) -> str | None:
     value = headers.get(name)
     return value.decode("latin-1") if value is not None else None
+
+
+_FORWARDED = [(name, name.encode()) for name in FORWARDED_HEADERS]
+
+
+def _forwarded(headers: dict[bytes, bytes]) -> dict[str, str] | None:
+    """The headers the caller sent for the provider, if any."""
+    found = {name: headers[raw].decode("latin-1") for name, raw in _FORWARDED if raw in headers}
+    return found or None
 
 
 def _declared_length(headers: dict[bytes, bytes]) -> int:
@@ -152,6 +162,7 @@ class RelayASGIHandler(ASGIHandler):
             raw_body=None if too_large else body,
             client_ip=client[0] if client else None,
             supplied_request_id=_header(headers, b"x-request-id"),
+            forwarded=_forwarded(headers),
             record_after_response=True,
         )
         try:

@@ -109,6 +109,7 @@ class RelayRequest:
         "calling",
         "client_ip",
         "endpoint",
+        "forwarded",
         "hold_amount",
         "hold_id",
         "key",
@@ -133,8 +134,11 @@ class RelayRequest:
         key: AuthKey,
         client_ip: str | None,
         started: float,
+        forwarded: dict[str, str] | None = None,
     ) -> None:
         self.request_id = request_id
+        # Headers the caller sent for the provider (``adapters.FORWARDED_HEADERS``).
+        self.forwarded = forwarded or {}
         self.endpoint = endpoint
         self.key = key
         self.client_ip = client_ip
@@ -367,6 +371,7 @@ async def serve(
     raw_body: bytes | None,
     client_ip: str | None,
     supplied_request_id: str | None,
+    forwarded: dict[str, str] | None = None,
     record_after_response: bool = False,
 ) -> HttpResponse | StreamingHttpResponse:
     """One relayed request, from what it arrived with; ``raw_body`` is None for a
@@ -392,11 +397,16 @@ async def serve(
         return exc.response(request_id, anthropic=anthropic_shape)
     except (OperationalError, InterfaceError) as exc:
         logger.warning("request %s failed: database unavailable (%s)", request_id, exc)
-        return errors.service_unavailable(request_id).response(
-            request_id, anthropic=anthropic_shape
-        )
+        unavailable = errors.service_unavailable(request_id)
+        metrics.request_refused(endpoint=endpoint.name, model="", error=unavailable)
+        return unavailable.response(request_id, anthropic=anthropic_shape)
     request = RelayRequest(
-        request_id=request_id, endpoint=endpoint, key=key, client_ip=client_ip, started=started
+        request_id=request_id,
+        endpoint=endpoint,
+        key=key,
+        client_ip=client_ip,
+        started=started,
+        forwarded=forwarded,
     )
     request.end_with(asyncio.current_task())
     try:
@@ -485,11 +495,12 @@ async def _upstream_failed(request: RelayRequest, exc: UpstreamFailure) -> HttpR
 async def _call(request: RelayRequest, route: Route, channel: ChannelInfo) -> UpstreamReply:
     adapter = adapter_for(channel)
     body = _upstream_body(request, route, channel)
+    fwd = request.forwarded
     if request.endpoint is EMBEDDINGS:
-        return await adapter.embeddings(channel, body)  # type: ignore[union-attr]
+        return await adapter.embeddings(channel, body, fwd)  # type: ignore[union-attr]
     if _is_native(request, channel):
-        return await adapter.messages_complete(channel, body)  # type: ignore[union-attr]
-    return await adapter.complete(channel, body)
+        return await adapter.messages_complete(channel, body, fwd)  # type: ignore[union-attr]
+    return await adapter.complete(channel, body, fwd)
 
 
 async def call_with_failover(request: RelayRequest) -> tuple[UpstreamReply, Route, ChannelInfo]:
@@ -594,15 +605,16 @@ def _opener(request: RelayRequest) -> Callable[[Route, ChannelInfo], Awaitable[A
     async def open_stream(route: Route, channel: ChannelInfo):
         adapter = adapter_for(channel)
         body = _upstream_body(request, route, channel)
+        fwd = request.forwarded
         if _is_native(request, channel):
-            return await adapter.messages_stream(channel, body)  # type: ignore[union-attr]
+            return await adapter.messages_stream(channel, body, fwd)  # type: ignore[union-attr]
         options = body.get("stream_options")
         body["stream"] = True
         body["stream_options"] = {
             **(options if isinstance(options, dict) else {}),
             "include_usage": True,
         }
-        return await adapter.open_stream(channel, body)  # type: ignore[union-attr]
+        return await adapter.open_stream(channel, body, fwd)  # type: ignore[union-attr]
 
     return open_stream
 

@@ -110,6 +110,13 @@ def _sample_value(schema: Any) -> Any:
     return _SAMPLES.get(str(schema.get("type")), "example")
 
 
+def _forced(body: dict[str, Any]) -> bool:
+    """A named function forced with ``tool_choice``: OpenAI then ends the choice with
+    ``finish_reason: "stop"``, not ``"tool_calls"``, and so does the mock."""
+    choice = body.get("tool_choice")
+    return isinstance(choice, dict) and isinstance(choice.get("function"), dict)
+
+
 def _tool_call(body: dict[str, Any]) -> dict[str, Any] | None:
     """The tool call to make, if the request offers tools and has not just answered one."""
     tools = body.get("tools")
@@ -189,7 +196,7 @@ def completion(body: dict[str, Any]) -> dict[str, Any]:
     text = reply_text(body)
     if call is not None:
         message: dict[str, Any] = {"role": "assistant", "content": None, "tool_calls": [call]}
-        finish = "tool_calls"
+        finish = "stop" if _forced(body) else "tool_calls"
     else:
         message = {"role": "assistant", "content": text}
         finish = "stop"
@@ -278,7 +285,7 @@ async def completion_chunks(body: dict[str, Any]) -> AsyncGenerator[dict[str, An
                         }
                     ]
                 )
-        finish = "tool_calls"
+        finish = "stop" if _forced(body) else "tool_calls"
     else:
         for piece in _pieces(text):
             for i in range(n):

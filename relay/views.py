@@ -9,6 +9,7 @@ from django.views.decorators.csrf import csrf_exempt
 from config.threads import db
 
 from . import errors
+from .adapters import FORWARDED_HEADERS
 from .errors import ApiError
 from .lifecycle import method_not_allowed, request_id_for, serve
 from .services import CHAT, EMBEDDINGS, MESSAGES, Endpoint, authenticate_async
@@ -51,6 +52,9 @@ async def _serve(request: HttpRequest, endpoint: Endpoint) -> HttpResponse | Str
         raw_body=raw_body,
         client_ip=client_ip(request),
         supplied_request_id=request.headers.get("x-request-id"),
+        forwarded={
+            name: request.headers[name] for name in FORWARDED_HEADERS if name in request.headers
+        },
     )
 
 
@@ -91,6 +95,7 @@ async def models(request: HttpRequest) -> HttpResponse:
             "object": "model",
             "created": 0,
             "owned_by": "tollgate",
+            "mode": price.mode,
             "pricing": price.snapshot(),
         }
         for model, price in sorted(prices.items())

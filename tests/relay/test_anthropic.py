@@ -580,3 +580,78 @@ def test_embeddings_are_relayed_and_billed_at_the_input_price(relay_env, upstrea
         headers={"authorization": f"Bearer {relay_env.key.secret}"},
     )
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "input"
+
+
+WEATHER_TOOL = {
+    "name": "get_weather",
+    "description": "Weather for a city",
+    "input_schema": {
+        "type": "object",
+        "properties": {"city": {"type": "string"}},
+        "required": ["city"],
+    },
+}
+
+
+def test_messages_on_a_chat_channel_name_the_model_asked_for_and_end_a_forced_tool_call(
+    relay_env, upstream
+):
+    Channel.objects.filter(pk=relay_env.channel.pk).update(
+        model_mapping={"gpt-4o-mini": "upstream-mini-2025-01"}
+    )
+    channel_cache_invalidate()
+    client = anthropic.Anthropic(
+        base_url=relay_env.url, api_key=relay_env.key.secret, max_retries=0
+    )
+    forced = {
+        "model": "gpt-4o-mini",
+        "max_tokens": 50,
+        "tools": [WEATHER_TOOL],
+        "tool_choice": {"type": "tool", "name": "get_weather"},
+        "messages": [{"role": "user", "content": "Weather in Paris?"}],
+    }
+    message = client.messages.create(**forced)
+    assert upstream.requests[-1]["json"]["model"] == "upstream-mini-2025-01"
+    # OpenAI ends a named forced call with finish_reason "stop"; the Messages client
+    # is told the turn ended for its tool.
+    assert (message.model, message.stop_reason) == ("gpt-4o-mini", "tool_use")
+    assert message.content[0].type == "tool_use"
+    with client.messages.stream(**forced) as stream:
+        final = stream.get_final_message()
+    assert (final.model, final.stop_reason) == ("gpt-4o-mini", "tool_use")
+    assert final.content[0].input == {"city": "Paris"}
+
+
+def test_anthropic_beta_and_version_headers_reach_an_anthropic_channel(
+    relay_env, anthropic_upstream, upstream
+):
+    ChannelFactory(
+        type="anthropic",
+        base_url=anthropic_upstream.root_url,
+        served_models=["claude-sonnet-4"],
+        api_key="sk-ant-channel-key-0123456789",
+    )
+    ModelPriceFactory(group=relay_env.group, model="claude-sonnet-4")
+    channel_cache_invalidate()
+    client = anthropic.Anthropic(
+        base_url=relay_env.url, api_key=relay_env.key.secret, max_retries=0
+    )
+    beta = "context-1m-2025-08-07,interleaved-thinking-2025-05-14"
+    client.messages.create(
+        model="claude-sonnet-4",
+        max_tokens=20,
+        messages=[{"role": "user", "content": "hi"}],
+        extra_headers={"anthropic-beta": beta, "anthropic-version": "2023-06-01"},
+    )
+    sent = anthropic_upstream.requests[-1]["headers"]
+    assert sent["anthropic-beta"] == beta
+    assert sent["anthropic-version"] == "2023-06-01"
+    assert sent["x-api-key"] == "sk-ant-channel-key-0123456789"
+    # The header means nothing to an OpenAI-compatible upstream: it is not sent there.
+    client.messages.create(
+        model="gpt-4o-mini",
+        max_tokens=20,
+        messages=[{"role": "user", "content": "hi"}],
+        extra_headers={"anthropic-beta": beta},
+    )
+    assert "anthropic-beta" not in upstream.requests[-1]["headers"]
