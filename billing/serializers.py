@@ -16,6 +16,7 @@ from accounts.serializers import MICRO_USD, StaffOnlyFieldsMixin
 
 from .models import Entry, ModelPrice, PriceGroup, RedemptionCode, Statement, Transaction
 from .pricing import AMOUNT_MAX, micro_to_usd
+from .statements import month_closed
 
 PER_M = "USD per 1M tokens, up to six decimals."
 
@@ -54,6 +55,7 @@ class ModelPriceSerializer(serializers.ModelSerializer):
             "id",
             "group",
             "model",
+            "mode",
             "input_per_m",
             "output_per_m",
             "cache_read_per_m",
@@ -262,7 +264,6 @@ class StatementGenerateSerializer(serializers.Serializer):
         if not match or not 1 <= int(match[2]) <= 12:
             raise serializers.ValidationError("Use the form YYYY-MM, e.g. 2026-10.")
         start = date(int(match[1]), int(match[2]), 1)
-        if start >= timezone.now().date().replace(day=1):
-            # A statement is stored once; one made before the month ends would be wrong.
+        if not month_closed(start):
             raise serializers.ValidationError("Only a month that has ended can be stated.")
         return start

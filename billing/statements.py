@@ -116,9 +116,21 @@ def statement_compute(*, account_id: int, period_start: date) -> dict:
     }
 
 
+class MonthNotClosed(LedgerError):
+    """A statement is stored once: one made before its month ends would be wrong."""
+
+
+def month_closed(period_start: date) -> bool:
+    """Whether the (UTC) month starting ``period_start`` has ended."""
+    return period_start.replace(day=1) < datetime.now(UTC).date().replace(day=1)
+
+
 def statement_generate(*, account_id: int, period_start: date) -> Statement:
-    """Store the statement of a closed month (idempotent: a month is stored once)."""
+    """Store the statement of a closed month (idempotent: a month is stored once).
+    Raises MonthNotClosed for this month or a later one."""
     period_start = period_start.replace(day=1)
+    if not month_closed(period_start):
+        raise MonthNotClosed(f"{period_start:%Y-%m} has not ended; only a past month is stated.")
     existing = Statement.objects.filter(account_id=account_id, period_start=period_start).first()
     if existing is not None:
         return existing

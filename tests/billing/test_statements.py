@@ -3,7 +3,7 @@
 from datetime import UTC, date, datetime
 
 import pytest
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.db import IntegrityError, connection, transaction
 
 from billing.models import Statement, Transaction
@@ -14,7 +14,12 @@ from billing.services import (
     redemption_codes_create,
     redemption_redeem,
 )
-from billing.statements import month_after, statement_compute, statement_generate
+from billing.statements import (
+    MonthNotClosed,
+    month_after,
+    statement_compute,
+    statement_generate,
+)
 from billing.tasks import statements_generate
 from relay.models import Channel
 from tests.factories import AccountFactory, ApiKeyFactory, PriceGroupFactory, UserFactory
@@ -75,7 +80,8 @@ def test_statement_opening_plus_credits_plus_charges_is_closing_with_lines_that_
         -1_500,
         9_998_500,
     )
-    now = statement_generate(account_id=account.pk, period_start=this_month())
+    # The month under way is computed, not stored (see the refusal below).
+    now = Statement(**statement_compute(account_id=account.pk, period_start=this_month()))
     account.refresh_from_db()
     assert now.opening == old.closing
     assert now.closing == account.balance == now.opening + now.credits + now.charges
@@ -93,7 +99,10 @@ def test_statement_opening_plus_credits_plus_charges_is_closing_with_lines_that_
     assert lines[("adjustment", None)]["amount"] == -11_960_000
     assert sum(line["amount"] for line in now.charge_lines) == now.charges
     # Stored once; a second run returns the same statement.
-    assert statement_generate(account_id=account.pk, period_start=this_month()).pk == now.pk
+    assert statement_generate(account_id=account.pk, period_start=last_month()).pk == old.pk
+    # A month that has not ended is never stored.
+    with pytest.raises(MonthNotClosed):
+        statement_generate(account_id=account.pk, period_start=this_month())
 
 
 def test_the_database_refuses_a_statement_that_does_not_reconcile():
@@ -111,13 +120,17 @@ def test_beat_task_and_command_generate_last_months_statements(capsys):
     )
     assert statements_generate() == 3
     assert {s.closing for s in Statement.objects.filter(period_start=last_month())} == {1_000}
-    call_command("statements", "--month", this_month().strftime("%Y-%m"))
+    call_command("statements", "--month", last_month().strftime("%Y-%m"))
     out = capsys.readouterr().out
     assert all(a.name in out for a in accounts)
-    assert (
-        Statement.objects.filter(period_start=this_month(), opening=1_000, closing=1_000).count()
-        == 3
-    )
+    # The month under way and a month to come are refused, as the API refuses them.
+    future = date(this_month().year + 1, 5, 1)
+    for month in (this_month(), future):
+        with pytest.raises(CommandError, match="has not ended"):
+            call_command("statements", "--month", month.strftime("%Y-%m"))
+    assert list(Statement.objects.values_list("period_start", flat=True).distinct()) == [
+        last_month()
+    ]
     assert month_after(date(2026, 12, 1)) == date(2027, 1, 1)
 
 

@@ -4,7 +4,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from accounts.models import Account
 from billing.pricing import micro_to_usd
-from billing.statements import statement_generate
+from billing.statements import month_closed, statement_generate
 
 
 class Command(BaseCommand):
@@ -19,6 +19,11 @@ class Command(BaseCommand):
             start = datetime.strptime(month, "%Y-%m").date()
         except ValueError as exc:
             raise CommandError("--month must look like 2026-10") from exc
+        if not month_closed(start):
+            raise CommandError(
+                f"{month} has not ended: a statement is stored once, so only a past month "
+                "can be stated."
+            )
         accounts = Account.objects.all()
         if account is not None:
             accounts = accounts.filter(pk=account)
