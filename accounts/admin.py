@@ -14,9 +14,11 @@ from billing.services import LedgerError, account_adjust, account_credit
 from .models import Account, ApiKey, Membership
 from .services import (
     ACCOUNT_SETTINGS,
+    KeyPolicyError,
     account_create,
     account_update,
     api_key_create,
+    api_key_policy_check,
     api_key_revoke,
     api_key_update,
 )
@@ -164,7 +166,29 @@ class AccountAdmin(admin.ModelAdmin):
         return TemplateResponse(request, "admin/accounts/account/credit.html", context)
 
 
-class ApiKeyCreateForm(forms.ModelForm):
+class ApiKeyPolicyForm(forms.ModelForm):
+    """A key's policy as the admin edits it, judged as the services judge it."""
+
+    def clean(self):
+        data = super().clean() or {}
+        account = data.get("account") or getattr(self.instance, "account", None)
+        if account is not None:
+            changed = self.changed_data
+            try:
+                api_key_policy_check(
+                    account,
+                    expires_at=data.get("expires_at") if "expires_at" in changed else None,
+                    allowed_models=data.get("allowed_models")
+                    if "allowed_models" in changed
+                    else None,
+                )
+            except KeyPolicyError as exc:
+                for field, message in exc.errors.items():
+                    self.add_error(field, message)
+        return data
+
+
+class ApiKeyCreateForm(ApiKeyPolicyForm):
     class Meta:
         model = ApiKey
         fields = [
@@ -183,12 +207,18 @@ class ApiKeyCreateForm(forms.ModelForm):
 
 @admin.register(ApiKey)
 class ApiKeyAdmin(admin.ModelAdmin):
-    list_display = ["name", "display", "account", "status", "expires_at", "created_at"]
+    list_display = ["name", "display", "account", "state", "expires_at", "created_at"]
     list_filter = ["status"]
     search_fields = ["name", "prefix", "account__name"]
     actions = ["revoke"]
     readonly_fields = ["display", "status", "created_by", "created_at", "revoked_at"]
     exclude = ["key_hash", "prefix", "last4"]
+
+    @admin.display(description="status", ordering="status")
+    def state(self, obj: ApiKey) -> str:
+        return obj.state
+
+    form = ApiKeyPolicyForm
 
     def get_form(self, request, obj=None, change=False, **kwargs):
         if obj is None:

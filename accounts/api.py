@@ -49,7 +49,13 @@ from .serializers import (
     MembershipSerializer,
     RedeemSerializer,
 )
-from .services import api_key_create, api_key_revoke, api_key_update, membership_add
+from .services import (
+    KeyPolicyError,
+    api_key_create,
+    api_key_revoke,
+    api_key_update,
+    membership_add,
+)
 
 # -- access rules shared by every endpoint -------------------------------------------
 
@@ -369,11 +375,14 @@ class ApiKeyViewSet(
             if account is not None and account.pk != own:
                 raise ValidationError({"account": "Keys can only be made for your own account."})
             account = Account.objects.get(pk=own)
-        api_key, secret = api_key_create(
-            account=account,
-            created_by=request.user,  # type: ignore[arg-type]
-            **data,
-        )
+        try:
+            api_key, secret = api_key_create(
+                account=account,
+                created_by=request.user,  # type: ignore[arg-type]
+                **data,
+            )
+        except KeyPolicyError as exc:
+            raise ValidationError(exc.errors) from None
         context = {**self.get_serializer_context(), "secret": secret}
         return Response(
             ApiKeyCreatedSerializer(api_key, context=context).data, status=status.HTTP_201_CREATED
@@ -393,7 +402,10 @@ class ApiKeyViewSet(
             if name == "allowed_models":
                 value = sorted(set(value))
             setattr(api_key, name, value)
-        api_key_update(api_key=api_key, fields=list(changes))
+        try:
+            api_key_update(api_key=api_key, fields=list(changes))
+        except KeyPolicyError as exc:
+            raise ValidationError(exc.errors) from None
         return Response(self.get_serializer(api_key).data)
 
     @extend_schema(summary="Revoke a key, at once and for good", request=None)

@@ -6,6 +6,7 @@ from django import forms
 from billing.pricing import COUNT_MAX, micro_to_usd, usd_to_micro
 
 from .models import ApiKey
+from .services import KeyPolicyError
 
 
 class DateTimeLocalInput(forms.DateTimeInput):
@@ -79,6 +80,11 @@ class ApiKeyForm(forms.Form):
                     f"“{entry}” is not an IP address or CIDR range."
                 ) from None
         return entries
+
+    def refused(self, exc: "KeyPolicyError") -> None:
+        """Show a policy the service refused on the fields it names."""
+        for field, message in exc.errors.items():
+            self.add_error(field if field in self.fields else None, message)
 
     def policy(self) -> dict:
         """The cleaned values as ``ApiKey`` fields (micro-USD for money)."""

@@ -1,6 +1,7 @@
 from django.conf import settings
 from django.db import models
 from django.db.models import F, Q
+from django.utils import timezone
 
 from .keys import key_display
 
@@ -126,3 +127,12 @@ class ApiKey(models.Model):
     @property
     def display(self) -> str:
         return key_display(self.prefix, self.last4)
+
+    @property
+    def state(self) -> str:
+        """What a person should see: ``active``, ``revoked`` or ``expired`` (an active
+        key past its expiry is refused like a revoked one)."""
+        if self.status == self.Status.ACTIVE and self.expires_at is not None:
+            if self.expires_at <= timezone.now():
+                return "expired"
+        return self.status

@@ -244,6 +244,12 @@ class ApiKeySerializer(serializers.ModelSerializer):
     display = serializers.CharField(
         read_only=True, help_text="Prefix and last four characters; the secret is never shown."
     )
+    status = serializers.ChoiceField(
+        source="state",
+        read_only=True,
+        choices=["active", "revoked", "expired"],
+        help_text="An active key past its expiry is `expired`: refused like a revoked one.",
+    )
     created_by = serializers.SlugRelatedField(
         slug_field="username", read_only=True, allow_null=True
     )

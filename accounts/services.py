@@ -35,6 +35,32 @@ def membership_add(
     return Membership.objects.create(account=account, user=user, role=role)
 
 
+class KeyPolicyError(ValueError):
+    """A key's policy that cannot work; ``errors`` names each field and why."""
+
+    def __init__(self, errors: dict[str, str]) -> None:
+        super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
+        self.errors = errors
+
+
+def api_key_policy_check(
+    account: Account, *, expires_at: datetime | None, allowed_models: list[str] | None
+) -> None:
+    errors = {}
+    if expires_at is not None and expires_at <= timezone.now():
+        errors["expires_at"] = "This expiry is in the past: the key would never work."
+    if allowed_models:
+        # Through the account's price group, any version (a scheduled price counts).
+        priced = set(account.price_group.prices.values_list("model", flat=True))
+        unknown = sorted(set(allowed_models) - priced)
+        if unknown:
+            errors["allowed_models"] = (
+                f"Not priced for this account, so never usable: {', '.join(unknown)}."
+            )
+    if errors:
+        raise KeyPolicyError(errors)
+
+
 def api_key_create(
     *,
     account: Account,
@@ -49,7 +75,9 @@ def api_key_create(
     daily_spend_limit: int | None = None,
     monthly_spend_limit: int | None = None,
 ) -> tuple[ApiKey, str]:
-    """Create a key. Returns the row and the secret, which is never stored or shown again."""
+    """Create a key. Returns the row and the secret, which is never stored or shown again.
+    Raises KeyPolicyError for an expiry in the past or a model the account cannot use."""
+    api_key_policy_check(account, expires_at=expires_at, allowed_models=allowed_models)
     secret = key_generate()
     api_key = ApiKey.objects.create(
         account=account,
@@ -97,10 +125,17 @@ _KEY_EDITABLE = frozenset(
 
 
 def api_key_update(*, api_key: ApiKey, fields: list[str]) -> ApiKey:
-    """Save the named policy fields of ``api_key`` (already set on the instance)."""
+    """Save the named policy fields of ``api_key`` (already set on the instance).
+    Raises KeyPolicyError for a new expiry in the past or a model the account cannot
+    use (fields not being changed are not judged)."""
     unknown = set(fields) - _KEY_EDITABLE
     if unknown:
         raise ValueError(f"not editable: {', '.join(sorted(unknown))}")
+    api_key_policy_check(
+        api_key.account,
+        expires_at=api_key.expires_at if "expires_at" in fields else None,
+        allowed_models=api_key.allowed_models if "allowed_models" in fields else None,
+    )
     if fields:
         api_key.save(update_fields=list(fields))
     auth_cache_invalidate(key_hash=api_key.key_hash)

@@ -11,7 +11,7 @@ from usage.reports import daily_spend_by_model, recent_requests, spend_totals
 from .console import member_required, signed_in
 from .forms import ApiKeyForm
 from .models import Account, ApiKey
-from .services import api_key_create, api_key_revoke, api_key_update
+from .services import KeyPolicyError, api_key_create, api_key_revoke, api_key_update
 
 _NEW_SECRET = "tollgate-new-key"  # noqa: S105 - a session key name, not a secret
 
@@ -40,12 +40,16 @@ def _models(account: Account) -> list[str]:
 def keys(request: HttpRequest, account: Account) -> HttpResponse:
     form = ApiKeyForm(request.POST or None, models=_models(account))
     if request.method == "POST" and form.is_valid():
-        key, secret = api_key_create(
-            account=account, created_by=signed_in(request), **form.policy()
-        )
-        # Shown once, on the next page, then forgotten.
-        request.session[_NEW_SECRET] = {"id": key.pk, "secret": secret}
-        return redirect("key_created", pk=key.pk)
+        try:
+            key, secret = api_key_create(
+                account=account, created_by=signed_in(request), **form.policy()
+            )
+        except KeyPolicyError as exc:
+            form.refused(exc)
+        else:
+            # Shown once, on the next page, then forgotten.
+            request.session[_NEW_SECRET] = {"id": key.pk, "secret": secret}
+            return redirect("key_created", pk=key.pk)
     return render(
         request,
         "console/keys.html",
@@ -73,11 +77,17 @@ def key_edit(request: HttpRequest, account: Account, pk: int) -> HttpResponse:
     )
     if request.method == "POST" and form.is_valid():
         values = form.policy()
-        for field, value in values.items():
-            setattr(key, field, value)
-        api_key_update(api_key=key, fields=list(values))
-        messages.success(request, f"Saved the limits of “{key.name}”.")
-        return redirect("keys")
+        changed = [f for f, v in values.items() if getattr(key, f) != v]
+        for field in changed:
+            setattr(key, field, values[field])
+        try:
+            api_key_update(api_key=key, fields=changed)
+        except KeyPolicyError as exc:
+            form.refused(exc)
+            key.refresh_from_db()
+        else:
+            messages.success(request, f"Saved the limits of “{key.name}”.")
+            return redirect("keys")
     return render(request, "console/key_edit.html", {"form": form, "key": key})
 
 

@@ -35,9 +35,10 @@ def stranger():
     """Another account with its own key and statement."""
     account = AccountFactory(name="Other Inc", price_group=ModelPriceFactory().group, credit=1_000)
     key = ApiKeyFactory(account=account, name="their key")
-    from datetime import date
+    from datetime import date, timedelta
 
-    statement = statement_generate(account_id=account.pk, period_start=date.today())
+    last_month = date.today().replace(day=1) - timedelta(days=1)
+    statement = statement_generate(account_id=account.pk, period_start=last_month)
     return account, key, statement
 
 
@@ -114,6 +115,24 @@ def test_key_form_errors_are_shown_in_place_and_nothing_is_made(member):
     assert not ApiKey.objects.exists()
 
 
+def test_a_key_that_could_never_work_is_refused_and_an_expired_one_says_so(member):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    client, account, _ = member
+    response = client.post("/keys/", {"name": "stale", "expires_at": "2020-01-01T00:00"})
+    page = response.content.decode()
+    assert response.status_code == 200 and "This expiry is in the past" in page
+    assert not ApiKey.objects.filter(name="stale").exists()
+    key = ApiKeyFactory(account=account, name="yesterday's")
+    ApiKey.objects.filter(pk=key.pk).update(expires_at=timezone.now() - timedelta(days=1))
+    page = client.get("/keys/").content.decode()
+    row = page[page.index("yesterday&#x27;s") :][:600]
+    assert '<span class="badge muted">expired</span>' in row
+    assert "Revoke" not in row  # nothing left to revoke: it no longer works
+
+
 def test_editing_limits_and_revoking(member):
     client, account, _ = member
     key = ApiKeyFactory(account=account, name="worker")
@@ -157,13 +176,23 @@ def test_redeeming_a_code_from_the_billing_page(member):
     assert "Redemption" in page and "$7.00" in page
 
 
+@pytest.mark.django_db(transaction=True)  # back-dating postings needs their triggers quiet
 def test_statement_page_shows_figures_that_add_up(member):
     client, account, _ = member
     key = ApiKeyFactory(account=account)
     served(key=key, cost=12_345, model="gpt-4o-mini")
-    from datetime import date
+    from datetime import UTC, date, datetime, timedelta
 
-    statement = statement_generate(account_id=account.pk, period_start=date.today())
+    from billing.models import Transaction
+    from tests.billing.test_statements import backdate
+
+    # Statements are of months that have ended: this account's month was the last.
+    last_month = date.today().replace(day=1) - timedelta(days=1)
+    backdate(
+        Transaction.objects.filter(account=account).values_list("pk", flat=True),
+        datetime.combine(last_month, datetime.min.time(), UTC),
+    )
+    statement = statement_generate(account_id=account.pk, period_start=last_month)
     page = client.get(f"/billing/statements/{statement.pk}/").content.decode()
     assert "gpt-4o-mini" in page and "-$0.012345" in page and "$2.487655" in page
     assert (

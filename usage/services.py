@@ -6,7 +6,6 @@ from typing import Any
 import orjson
 from django.db import connection, transaction
 from django.db.models import F
-from django.utils import timezone
 
 from config import adb
 from config.sql import fetch_one
@@ -125,9 +124,12 @@ def _request_settlement(*, background: bool = False) -> None:
 
 def usage_record_reject(**fields: Any) -> int:
     """Write the record of a request that ended with no money held for it (refused,
-    or over before its hold): nothing to settle. Returns its id."""
+    or over before its hold). Returns its id. It charges nothing; settlement still
+    takes it, to count it in the daily roll-up (the overview's requests and errors)."""
     fields.setdefault("status", UsageRecord.Status.REJECTED)
-    return UsageRecord.objects.create(settled_at=timezone.now(), **fields).pk
+    record = UsageRecord.objects.create(**fields)
+    transaction.on_commit(_request_settlement)
+    return record.pk
 
 
 _DAILY_SUMS = (

@@ -35,6 +35,7 @@ _BADGES = {
     "open": "warn",
     "upstream_error": "bad",
     "rejected": "bad",
+    "failed": "bad",
     "revoked": "muted",
     "expired": "muted",
     "disabled": "bad",

@@ -55,6 +55,9 @@ def test_staff_make_keys_for_any_account_and_filter_the_list(world):
 
 
 def test_limits_and_policy_are_updated_and_reach_the_relay_at_once(world):
+    from tests.factories import ModelPriceFactory
+
+    ModelPriceFactory(group=world.group_a, model="o4-mini")  # a key may allow priced models
     key = world.key_a
     assert auth_key_get(key_hash=key.key_hash).rpm_limit is None
     response = world.alice.patch(
@@ -126,3 +129,45 @@ def test_a_revoked_key_stops_working_at_once(world):
     assert exc.value.status == 401
     # Revoking again is harmless.
     assert world.alice.post(f"/api/keys/{world.key_a.pk}/revoke/").status_code == 200
+
+
+def test_a_key_that_could_never_work_is_refused(world):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    past = (timezone.now() - timedelta(hours=1)).isoformat()
+    cases = [
+        ({"name": "stale", "expires_at": past}, "expires_at"),
+        ({"name": "ghost", "allowed_models": ["gpt-4o-mini", "no-such-model"]}, "allowed_models"),
+    ]
+    for body, field in cases:
+        response = world.alice.post("/api/keys/", body, format="json")
+        assert response.status_code == 400, response.json()
+        assert field in response.json()
+        assert "no-such-model" in str(response.json()) or field == "expires_at"
+    assert not ApiKey.objects.filter(name__in=["stale", "ghost"]).exists()
+    url = f"/api/keys/{world.key_a.pk}/"
+    for body, field in [
+        ({"expires_at": past}, "expires_at"),
+        ({"allowed_models": ["nope"]}, "allowed_models"),
+    ]:
+        response = world.alice.patch(url, body, format="json")
+        assert response.status_code == 400 and field in response.json()
+    world.key_a.refresh_from_db()
+    assert world.key_a.expires_at is None and world.key_a.allowed_models == []
+
+
+def test_an_expired_key_is_shown_expired(world):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    ApiKey.objects.filter(pk=world.key_a.pk).update(
+        expires_at=timezone.now() - timedelta(minutes=1)
+    )
+    body = world.alice.get(f"/api/keys/{world.key_a.pk}/").json()
+    assert body["status"] == "expired"
+    # Renaming it still works: an expiry that is not being changed is not judged.
+    renamed = world.alice.patch(f"/api/keys/{world.key_a.pk}/", {"name": "old"}, format="json")
+    assert renamed.status_code == 200 and renamed.json()["status"] == "expired"

@@ -6,13 +6,14 @@ import orjson
 import pytest
 from django.utils import timezone
 
+from accounts.models import ApiKey
 from accounts.services import api_key_revoke
 from billing.models import Hold, Transaction
 from billing.reconcile import ledger_check
 from relay import mock
 from tests.conftest import wait_for
 from tests.factories import AccountFactory, ApiKeyFactory
-from usage.models import UsageRecord
+from usage.models import UsageDaily, UsageRecord
 
 from .conftest import chat
 
@@ -124,8 +125,11 @@ def test_rejected_requests_are_in_the_usage_log_unbilled(relay_env, upstream):
     assert record.status == "rejected"
     assert record.http_status == 400
     assert record.cost == 0
-    assert record.settled_at is not None
     assert record.api_key_id == relay_env.key.id
+    # Settled for nothing, and counted in the day's roll-up as an error.
+    wait_for(lambda: UsageRecord.objects.get(request_id="bad-temp").settled_at is not None)
+    day = UsageDaily.objects.get(account=relay_env.account)
+    assert (day.requests, day.errors, day.cost) == (1, 1, 0)
 
 
 @pytest.mark.parametrize(
@@ -180,7 +184,9 @@ def test_revocation_from_another_process_is_enforced_by_the_hold(relay_env, upst
 
 
 def test_expired_key_gets_401(relay_env, upstream):
-    key = ApiKeyFactory(account=relay_env.account, expires_at=timezone.now() - timedelta(seconds=1))
+    key = ApiKeyFactory(account=relay_env.account)
+    # A key made with an expiry in the past is refused; this one has since expired.
+    ApiKey.objects.filter(pk=key.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
     error = error_of(relay_env.post(chat(), key=key.secret), 401)
     assert "expired" in error["message"]
     assert_nothing_moved(relay_env, upstream)

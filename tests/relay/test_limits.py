@@ -192,9 +192,9 @@ def test_rate_limits_fail_open_when_redis_is_down_but_money_checks_do_not(
     assert refused.status_code == 403
     assert refused.json()["error"]["code"] == "insufficient_balance"
 
-    # Settlement could not be requested meanwhile; the beat's sweep settles it all
-    # once Redis is back.
-    assert UsageRecord.objects.filter(settled_at__isnull=True).count() == 3
+    # Settlement could not be requested meanwhile (the three served and the refusal,
+    # which settlement only counts); the beat's sweep settles it all once Redis is back.
+    assert UsageRecord.objects.filter(settled_at__isnull=True).count() == 4
     settings.REDIS_URL = working
     shared.reset()
     usage_settle_pending.delay()
