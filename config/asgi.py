@@ -1,9 +1,8 @@
 """ASGI entry point.
 
 ``/v1/*`` goes to the relay's own lean handler (see ``relay.asgi``). Static files
-are answered by WhiteNoise (compressed, far-future cached, from
-``collectstatic``'s output) before Django sees the request; WhiteNoise is a WSGI
-application, so only static requests take the thread hop of ``WsgiToAsgi``. It is
+are answered from WhiteNoise's index (compressed, far-future cached, from
+``collectstatic``'s output) before Django sees the request (``StaticFiles``). It is
 kept out of Django's middleware on purpose: as synchronous middleware it would put
 every ``/v1/*`` request through a thread.
 """
@@ -13,7 +12,6 @@ import gc
 import os
 import re
 
-from asgiref.wsgi import WsgiToAsgi
 from django.conf import settings
 from django.core.asgi import get_asgi_application
 
@@ -26,28 +24,72 @@ from relay.asgi import RelayASGIHandler  # noqa: E402 - needs the apps loaded ab
 relay_application = RelayASGIHandler()
 
 
-def _not_found(environ, start_response):
-    start_response("404 Not Found", [("content-type", "text/plain")])
-    return [b"Not found"]
+class StaticFiles:
+    """Static files from WhiteNoise's index (hashed names cached for good, compressed
+    variants, ranges and conditional requests), answered from the event loop, file
+    reads on a thread.
+
+    Not through asgiref's WSGI bridge: it sends each response through
+    ``async_to_sync``, whose executor then stays in the context of what the event
+    loop does next on the same keep-alive connection, and the connection's next
+    request (a page, another file) failed with "CurrentThreadExecutor already quit"."""
+
+    CHUNK = 64 * 1024
+
+    def __init__(self) -> None:
+        from whitenoise import WhiteNoise
+
+        # collectstatic names each file after a hash of its content, so a named file
+        # never changes and browsers may keep it for good (what WhiteNoise's
+        # middleware infers from the manifest; standalone, it must be told).
+        hashed = re.compile(r"\.[0-9a-f]{12}\.\w+(\.gz|\.br)?$")
+        self.index = WhiteNoise(
+            None,
+            root=settings.STATIC_ROOT,
+            prefix=settings.STATIC_URL,
+            immutable_file_test=lambda path, url: bool(hashed.search(url)),
+        )
+
+    async def __call__(self, scope, receive, send) -> None:
+        found = self.index.files.get(scope["path"])
+        if found is None:
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 404,
+                    "headers": [(b"content-type", b"text/plain")],
+                }
+            )
+            await send({"type": "http.response.body", "body": b"Not found"})
+            return
+        request_headers = {
+            "HTTP_" + name.decode("latin-1").upper().replace("-", "_"): value.decode("latin-1")
+            for name, value in scope["headers"]
+        }
+        response = found.get_response(scope["method"], request_headers)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": int(response.status),
+                "headers": [
+                    (name.lower().encode("latin-1"), str(value).encode("latin-1"))
+                    for name, value in response.headers
+                ],
+            }
+        )
+        if response.file is None:
+            await send({"type": "http.response.body", "body": b""})
+            return
+        loop = asyncio.get_running_loop()
+        try:
+            while chunk := await loop.run_in_executor(None, response.file.read, self.CHUNK):
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+        finally:
+            response.file.close()
 
 
-def _static_application():
-    from whitenoise import WhiteNoise
-
-    # collectstatic names each file after a hash of its content, so a named file never
-    # changes and browsers may keep it for good (what WhiteNoise's middleware infers
-    # from the manifest; standalone, it must be told).
-    hashed = re.compile(r"\.[0-9a-f]{12}\.\w+(\.gz|\.br)?$")
-    static = WhiteNoise(
-        _not_found,
-        root=settings.STATIC_ROOT,
-        prefix=settings.STATIC_URL,
-        immutable_file_test=lambda path, url: bool(hashed.search(url)),
-    )
-    return WsgiToAsgi(static)
-
-
-_static = _static_application()
+_static = StaticFiles()
 _STATIC_PREFIX = settings.STATIC_URL
 
 if settings.CELERY_TASK_ALWAYS_EAGER:

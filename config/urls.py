@@ -35,6 +35,7 @@ urlpatterns = [
     path("api/", include("config.api_urls")),
     # Staff.
     path("admin/overview/", billing_views.admin_overview, name="admin-overview"),
+    path("admin/mail/", config_views.admin_mail, name="admin-mail"),
     path("admin/", admin.site.urls),
     # The console.
     path(

@@ -9,9 +9,13 @@ every Internet client look local.
 
 import hmac
 import ipaddress
+from email import message_from_string
+from pathlib import Path
 
 from django.conf import settings
+from django.contrib.admin.views.decorators import staff_member_required
 from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
 
@@ -53,3 +57,54 @@ def metrics(request: HttpRequest) -> HttpResponse:
         )
     body, content_type = exposition()
     return HttpResponse(body, content_type=content_type)
+
+
+def _sent_mail(directory: Path, limit: int = 50) -> list[dict[str, str]]:
+    """The newest messages Django's file backend wrote (one or more per file, each
+    followed by a line of 79 dashes)."""
+    if not directory.is_dir():
+        return []
+    messages: list[dict[str, str]] = []
+    for path in sorted(directory.glob("*.log"), reverse=True):
+        for raw in reversed(path.read_text(errors="replace").split("\n" + "-" * 79 + "\n")):
+            if not raw.strip():
+                continue
+            message = message_from_string(raw)
+            body = message.get_payload(decode=True)
+            messages.append(
+                {
+                    "date": message.get("Date", ""),
+                    "to": message.get("To", ""),
+                    "subject": message.get("Subject", ""),
+                    "body": body.decode(errors="replace")
+                    if isinstance(body, bytes)
+                    else str(message.get_payload()),
+                }
+            )
+            if len(messages) >= limit:
+                return messages
+    return messages
+
+
+@staff_member_required
+def admin_mail(request: HttpRequest) -> HttpResponse:
+    """What Tollgate has mailed: the messages themselves where mail goes to files (the
+    embedded run), otherwise where it goes."""
+    from django.contrib import admin
+
+    to_files = settings.EMAIL_BACKEND.endswith("filebased.EmailBackend")
+    directory = Path(getattr(settings, "EMAIL_FILE_PATH", "") or ".")
+    return render(
+        request,
+        "admin/mail.html",
+        {
+            **admin.site.each_context(request),
+            "title": "Mail sent",
+            "to_files": to_files,
+            "directory": directory,
+            "backend": settings.EMAIL_BACKEND,
+            "host": getattr(settings, "EMAIL_HOST", ""),
+            "sender": settings.DEFAULT_FROM_EMAIL,
+            "messages": _sent_mail(directory) if to_files else [],
+        },
+    )
