@@ -161,3 +161,30 @@ def test_staff_overview_page(relay_env, browser, upstream, django_user_model):
     expect(health).to_contain_text("healthy")
     expect(page.locator("canvas[data-chart]")).to_be_visible()
     shot(page, "10-admin-overview")
+
+
+@pytest.mark.parametrize(
+    ("path", "operation"),
+    [("/api/docs/", ".opblock"), ("/api/redoc/", "[data-section-id^='tag/']")],
+)
+def test_the_api_documentation_renders_under_the_pages_security_policy(
+    relay_env, browser, django_user_model, path, operation
+):
+    django_user_model.objects.create_superuser("root", "root@example.com", "admin-pass-123")
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    blocked = []
+    page.on(
+        "console", lambda m: blocked.append(m.text) if "Content Security Policy" in m.text else None
+    )
+    page.goto(f"{relay_env.url}/admin/login/?next={path}")
+    page.fill("#id_username", "root")
+    page.fill("#id_password", "admin-pass-123")
+    page.click("input[type=submit]")
+    response = page.wait_for_load_state("networkidle")
+    assert response is None
+    # The operations are listed, not just a blank page with a 200.
+    expect(page.locator(operation).first).to_be_visible(timeout=15_000)
+    assert page.locator(operation).count() >= 10
+    expect(page.get_by_text("/api/keys/").first).to_be_visible()
+    assert not [m for m in blocked if "script" in m], blocked
+    shot(page, f"11-api-{path.strip('/').replace('/', '-')}")
