@@ -157,7 +157,15 @@ def test_staff_overview_page(relay_env, browser, upstream, django_user_model):
     page.fill("#id_password", "admin-pass-123")
     page.click("input[type=submit]")
     expect(page.locator("h2").first).to_have_text("Last 30 days")
-    health = page.locator("#content table", has_text=relay_env.channel.name)
+    health = page.locator("#channel-health")
+    expect(health).to_contain_text(relay_env.channel.name)
     expect(health).to_contain_text("healthy")
     expect(page.locator("canvas[data-chart]")).to_be_visible()
+    # The test channel has no cost prices: its margin is overstated, and said to be.
+    expect(page.locator("#unpriced-channels")).to_contain_text(
+        f"{relay_env.channel.name}: no cost price for gpt-4o-mini, o4-mini"
+    )
+    expect(page.locator("#margin-model")).to_contain_text("gpt-4o-mini")
+    expect(page.locator("#margin-channel")).to_contain_text("Overstated")
+    expect(page.locator("#margin-account")).to_contain_text(relay_env.account.name)
     shot(page, "10-admin-overview")
