@@ -22,8 +22,12 @@ from .services import (
 )
 
 
-def usd(amount: int) -> str:
-    return f"${micro_to_usd(amount)}"
+def usd(amount: int | None) -> str:
+    """Micro-USD as the admin shows money: "$1.234567", "-$0.000500", "—" for none."""
+    if amount is None:
+        return "—"
+    text = micro_to_usd(amount)
+    return f"-${text[1:]}" if text.startswith("-") else f"${text}"
 
 
 class MembershipInline(admin.TabularInline):
@@ -183,12 +187,32 @@ class ApiKeyCreateForm(forms.ModelForm):
 
 @admin.register(ApiKey)
 class ApiKeyAdmin(admin.ModelAdmin):
-    list_display = ["name", "display", "account", "status", "expires_at", "created_at"]
+    list_display = [
+        "name",
+        "display",
+        "account",
+        "status",
+        "spend_limits",
+        "expires_at",
+        "created_at",
+    ]
     list_filter = ["status"]
     search_fields = ["name", "prefix", "account__name"]
     actions = ["revoke"]
     readonly_fields = ["display", "status", "created_by", "created_at", "revoked_at"]
     exclude = ["key_hash", "prefix", "last4"]
+
+    @admin.display(description="Spend limits")
+    def spend_limits(self, obj: ApiKey) -> str:
+        limits = [
+            f"{usd(amount)} per {period}"
+            for amount, period in [
+                (obj.daily_spend_limit, "day"),
+                (obj.monthly_spend_limit, "month"),
+            ]
+            if amount is not None
+        ]
+        return ", ".join(limits) or "none"
 
     def get_form(self, request, obj=None, change=False, **kwargs):
         if obj is None:

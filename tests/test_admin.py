@@ -163,6 +163,23 @@ def test_new_price_version_from_admin(admin_client, account):
     assert ModelPrice.objects.filter(model="gpt-4o-mini").count() == 2
 
 
+def test_admin_lists_show_money_in_usd(admin_client, account):
+    key = ApiKeyFactory(account=account, name="capped", daily_spend_limit=1_500_000)
+    channel = ChannelFactory(name="unpriced", served_models=["gpt-4o-mini"])
+    served(key=key, cost=2_000, upstream_cost=1_500, channel=channel, model="gpt-4o-mini")
+
+    # Each transaction with what it did to the customer's balance.
+    ledger = admin_client.get("/admin/billing/transaction/").content.decode()
+    assert "Customer balance change" in ledger
+    assert "$3.000000" in ledger and "-$0.002000" in ledger
+    usage = admin_client.get("/admin/usage/usagerecord/").content.decode()
+    assert "Upstream cost" in usage and "$0.002000" in usage and "$0.001500" in usage
+    assert "$1.500000 per day" in admin_client.get("/admin/accounts/apikey/").content.decode()
+    assert "$0.001000" in admin_client.get("/admin/billing/hold/").content.decode()
+    accounts = admin_client.get("/admin/accounts/account/").content.decode()
+    assert "$2.998000" in accounts and "2998000" not in accounts
+
+
 def test_channels_without_cost_prices_are_flagged(admin_client, account):
     ChannelFactory(
         name="half-priced",
