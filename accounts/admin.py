@@ -24,8 +24,12 @@ from .services import (
 )
 
 
-def usd(amount: int) -> str:
-    return f"${micro_to_usd(amount)}"
+def usd(amount: int | None) -> str:
+    """Micro-USD as the admin shows money: "$1.234567", "-$0.000500", "—" for none."""
+    if amount is None:
+        return "—"
+    text = micro_to_usd(amount)
+    return f"-${text[1:]}" if text.startswith("-") else f"${text}"
 
 
 class MembershipInline(admin.TabularInline):
@@ -207,7 +211,15 @@ class ApiKeyCreateForm(ApiKeyPolicyForm):
 
 @admin.register(ApiKey)
 class ApiKeyAdmin(admin.ModelAdmin):
-    list_display = ["name", "display", "account", "state", "expires_at", "created_at"]
+    list_display = [
+        "name",
+        "display",
+        "account",
+        "state",
+        "spend_limits",
+        "expires_at",
+        "created_at",
+    ]
     list_filter = ["status"]
     search_fields = ["name", "prefix", "account__name"]
     actions = ["revoke"]
@@ -219,6 +231,18 @@ class ApiKeyAdmin(admin.ModelAdmin):
         return obj.state
 
     form = ApiKeyPolicyForm
+
+    @admin.display(description="Spend limits")
+    def spend_limits(self, obj: ApiKey) -> str:
+        limits = [
+            f"{usd(amount)} per {period}"
+            for amount, period in [
+                (obj.daily_spend_limit, "day"),
+                (obj.monthly_spend_limit, "month"),
+            ]
+            if amount is not None
+        ]
+        return ", ".join(limits) or "none"
 
     def get_form(self, request, obj=None, change=False, **kwargs):
         if obj is None:

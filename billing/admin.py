@@ -3,6 +3,7 @@ from decimal import Decimal
 from django import forms
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
+from django.db.models import OuterRef, Subquery, Sum
 from django.template.response import TemplateResponse
 from django.urls import path
 
@@ -120,10 +121,37 @@ class EntryInline(admin.TabularInline):
 
 @admin.register(Transaction)
 class TransactionAdmin(ReadOnlyAdmin):
-    list_display = ["id", "kind", "account", "memo", "created_by", "created_at"]
+    list_display = [
+        "id",
+        "kind",
+        "account",
+        "balance_change",
+        "memo",
+        "created_by",
+        "created_at",
+    ]
     list_filter = ["kind"]
     search_fields = ["idempotency_key", "memo", "account__name"]
+    list_select_related = ["account", "created_by"]
     inlines = [EntryInline]
+
+    def get_queryset(self, request):
+        # A subquery, not a join and GROUP BY: it runs for the rows on the page only.
+        on_own_account = (
+            Entry.objects.filter(
+                transaction=OuterRef("pk"), ledger_account__account_id=OuterRef("account_id")
+            )
+            .values("transaction")
+            .annotate(total=Sum("amount"))
+            .values("total")
+        )
+        return super().get_queryset(request).annotate(balance_change=Subquery(on_own_account))
+
+    @admin.display(description="Customer balance change")
+    def balance_change(self, obj):
+        # What the posting did to the customer's balance, as the customer sees it:
+        # + for a top-up, - for a usage charge. The house side is in the entries.
+        return usd(obj.balance_change)
 
 
 @admin.register(Entry)

@@ -1,7 +1,8 @@
-from datetime import datetime
+from datetime import UTC, date, datetime, time, timedelta
 
 from django.conf import settings
 from django.db.models import Sum
+from django.db.models.functions import TruncDate
 from django.utils import timezone
 
 from config.localcache import TTLCache
@@ -84,14 +85,26 @@ def ledger_account_balance(*, ledger_account: LedgerAccount) -> int:
     return Entry.objects.filter(ledger_account=ledger_account).aggregate(s=Sum("amount"))["s"] or 0
 
 
+# What a margin row is grouped by: the value's field and, for ids, the name to show.
+_MARGIN_BY: dict[str, tuple[str, str | None]] = {
+    "day": ("day", None),
+    "model": ("model", None),
+    "channel": ("channel_id", "channel__name"),
+    "account": ("transaction__account_id", "transaction__account__name"),
+}
+MARGIN_BY = tuple(_MARGIN_BY)
+
+
 def margin_report(
     *, by: str, start: datetime | None = None, end: datetime | None = None
 ) -> list[dict]:
-    """Revenue, upstream cost and margin (micro-USD) per model, channel or account,
-    read from the ledger's usage postings."""
-    dimension = {"model": "model", "channel": "channel_id", "account": "transaction__account_id"}[
-        by
-    ]
+    """Revenue, upstream cost and margin (micro-USD) per UTC day, model, channel or
+    account, read from the ledger's usage postings. A transaction counts on the day
+    (and in the window, ``start`` included, ``end`` excluded) it was posted, as in
+    the statements. Rows per channel and account also carry its ``name``.
+
+    Days come in order; the other rows by revenue, largest first."""
+    field, label = _MARGIN_BY[by]
     entries = Entry.objects.filter(
         ledger_account__kind__in=[LedgerAccount.Kind.REVENUE, LedgerAccount.Kind.UPSTREAM_COST]
     )
@@ -99,13 +112,40 @@ def margin_report(
         entries = entries.filter(transaction__created_at__gte=start)
     if end is not None:
         entries = entries.filter(transaction__created_at__lt=end)
+    if by == "day":
+        entries = entries.annotate(day=TruncDate("transaction__created_at", tzinfo=UTC))
+    fields = [field] if label is None else [field, label]
     rows: dict = {}
-    for row in entries.values(dimension, "ledger_account__kind").annotate(total=Sum("amount")):
-        line = rows.setdefault(row[dimension], {by: row[dimension], "revenue": 0, "cost": 0})
+    totals = entries.values(*fields, "ledger_account__kind").annotate(total=Sum("amount"))
+    for row in totals.order_by():
+        line = rows.get(row[field])
+        if line is None:
+            line = rows[row[field]] = {by: row[field], "revenue": 0, "cost": 0}
+            if label is not None:
+                line["name"] = row[label]
         if row["ledger_account__kind"] == LedgerAccount.Kind.REVENUE:
             line["revenue"] += row["total"]
         else:
             line["cost"] += row["total"]
     for line in rows.values():
         line["margin"] = line["revenue"] - line["cost"]
-    return sorted(rows.values(), key=lambda line: -line["revenue"])
+    if by == "day":
+        return sorted(rows.values(), key=lambda line: line["day"])
+    return sorted(rows.values(), key=lambda line: (-line["revenue"], str(line[by])))
+
+
+def margin_window_start(*, days: int) -> datetime:
+    """The start of the last ``days`` UTC days, today included."""
+    first = datetime.now(UTC).date() - timedelta(days=days - 1)
+    return datetime.combine(first, time.min, UTC)
+
+
+def margin_days(*, days: int) -> list[dict]:
+    """Each of the last ``days`` UTC days, oldest first, with the revenue, upstream cost
+    and margin posted on it (zeros on a day with no postings)."""
+    start = margin_window_start(days=days)
+    posted: dict[date, dict] = {row["day"]: row for row in margin_report(by="day", start=start)}
+    return [
+        posted.get(day, {"day": day, "revenue": 0, "cost": 0, "margin": 0})
+        for day in (start.date() + timedelta(days=i) for i in range(days))
+    ]

@@ -8,7 +8,7 @@ from datetime import date
 from typing import Any
 
 from django.utils import timezone
-from drf_spectacular.utils import extend_schema_field
+from drf_spectacular.utils import extend_schema_field, extend_schema_serializer
 from rest_framework import serializers
 
 from accounts.models import Account
@@ -16,6 +16,7 @@ from accounts.serializers import MICRO_USD, StaffOnlyFieldsMixin
 
 from .models import Entry, ModelPrice, PriceGroup, RedemptionCode, Statement, Transaction
 from .pricing import AMOUNT_MAX, micro_to_usd
+from .selectors import MARGIN_BY
 from .statements import month_closed
 
 PER_M = "USD per 1M tokens, up to six decimals."
@@ -267,3 +268,84 @@ class StatementGenerateSerializer(serializers.Serializer):
         if not month_closed(start):
             raise serializers.ValidationError("Only a month that has ended can be stated.")
         return start
+
+
+class MarginQuerySerializer(serializers.Serializer):
+    """The query parameters of the margin report."""
+
+    def get_fields(self) -> dict[str, serializers.Field]:
+        # ``from`` is a Python keyword, so the fields are listed here, not as attributes.
+        return {
+            "by": serializers.ChoiceField(
+                choices=list(MARGIN_BY),
+                default="day",
+                help_text="One row per UTC day (the day the charge was posted), per model, "
+                "per channel or per account.",
+            ),
+            "from": serializers.DateTimeField(
+                required=False,
+                help_text="ISO 8601 (a bare date is its UTC midnight); postings at or after "
+                "this moment. Default: the start of the last 30 UTC days, today included.",
+            ),
+            "to": serializers.DateTimeField(
+                required=False,
+                help_text="ISO 8601; postings before this moment. Default: no end.",
+            ),
+        }
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if "from" in attrs and "to" in attrs and attrs["from"] >= attrs["to"]:
+            raise serializers.ValidationError({"to": "Must be later than from."})
+        return attrs
+
+
+class MarginFiguresSerializer(serializers.Serializer):
+    revenue = serializers.IntegerField(
+        help_text=f"What customers were charged for usage. {MICRO_USD}"
+    )
+    revenue_usd = serializers.CharField(help_text="USD, six decimals.")
+    upstream_cost = serializers.IntegerField(
+        help_text=f"What the upstreams charge for that usage, at the channels' cost prices. "
+        f"{MICRO_USD}"
+    )
+    upstream_cost_usd = serializers.CharField(help_text="USD, six decimals.")
+    margin = serializers.IntegerField(help_text=f"revenue - upstream_cost. {MICRO_USD}")
+    margin_usd = serializers.CharField(help_text="USD, six decimals.")
+
+
+class MarginRowSerializer(MarginFiguresSerializer):
+    """One row; it carries the field it is grouped by (``day``, ``model``, ``channel``
+    or ``account``) and, per channel or account, its ``name``."""
+
+    day = serializers.DateField(required=False, help_text="by=day: a UTC day.")
+    model = serializers.CharField(required=False, help_text="by=model: the model served.")
+    channel = serializers.IntegerField(
+        required=False, allow_null=True, help_text="by=channel: the channel's id."
+    )
+    account = serializers.IntegerField(
+        required=False, allow_null=True, help_text="by=account: the account's id."
+    )
+    name = serializers.CharField(
+        required=False, allow_null=True, help_text="by=channel or by=account: its name."
+    )
+    cost_prices_missing = serializers.ListField(
+        child=serializers.CharField(),
+        required=False,
+        help_text="by=channel: models the channel serves without a cost price. Their upstream "
+        "cost is booked as zero, so this row's margin is overstated.",
+    )
+
+
+# One report, though it is the margin endpoint's "list".
+@extend_schema_serializer(many=False)
+class MarginReportSerializer(serializers.Serializer):
+    def get_fields(self) -> dict[str, serializers.Field]:
+        return {
+            "by": serializers.ChoiceField(choices=list(MARGIN_BY)),
+            "from": serializers.DateTimeField(),
+            "to": serializers.DateTimeField(allow_null=True),
+            "rows": MarginRowSerializer(
+                many=True, help_text="Days in order; the others by revenue, largest first."
+            ),
+            "total": MarginFiguresSerializer(help_text="The sum of the rows."),
+        }

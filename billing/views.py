@@ -10,12 +10,13 @@ from accounts.console import member_required, signed_in
 from accounts.models import Account
 from accounts.services import account_low_balance_set
 from relay.models import Channel
-from usage.reports import daily_spend_by_model, overview
+from relay.selectors import channel_models_without_cost
+from usage.reports import overview
 
 from .forms import LowBalanceForm, RedeemForm
 from .models import Entry, Statement
 from .pricing import micro_to_usd, usd_to_micro
-from .selectors import prices_current
+from .selectors import margin_days, margin_report, margin_window_start, prices_current
 from .services import RedemptionError, ledger_account_customer_id, redemption_redeem
 
 
@@ -95,11 +96,21 @@ def models(request: HttpRequest, account: Account) -> HttpResponse:
     )
 
 
+# The overview lists the accounts with the most revenue; the API has them all.
+OVERVIEW_ACCOUNTS = 25
+
+
 @staff_member_required
 def admin_overview(request: HttpRequest) -> HttpResponse:
     from django.contrib import admin
 
-    days = overview(days=30)
+    # Requests and errors from the roll-up; money from the ledger, by posting day.
+    money = {row["day"]: row for row in margin_days(days=30)}
+    days = []
+    for usage in overview(days=30):
+        posted = money.get(usage["day"], {"revenue": 0, "cost": 0})
+        revenue, cost = posted["revenue"], posted["cost"]
+        days.append({**usage, "revenue": revenue, "upstream_cost": cost, "margin": revenue - cost})
     chart = {
         "type": "bar",
         "prefix": "$",
@@ -127,6 +138,17 @@ def admin_overview(request: HttpRequest) -> HttpResponse:
         key: sum(d[key] for d in days)
         for key in ("requests", "errors", "revenue", "upstream_cost", "margin")
     }
+    start = margin_window_start(days=30)
+    # Each channel with the models it serves at no cost price: margin overstated.
+    channels = [
+        (channel, channel_models_without_cost(channel))
+        for channel in Channel.objects.order_by("-priority", "name")
+    ]
+    missing = {channel.pk: models for channel, models in channels}
+    by_channel = margin_report(by="channel", start=start)
+    for row in by_channel:
+        row["cost_missing"] = missing.get(row["channel"], [])
+    by_account = margin_report(by="account", start=start)
     return render(
         request,
         "admin/overview.html",
@@ -136,7 +158,12 @@ def admin_overview(request: HttpRequest) -> HttpResponse:
             "days": list(reversed(days)),
             "totals": totals,
             "chart": chart,
-            "model_chart": daily_spend_by_model(account_id=None),
-            "channels": Channel.objects.order_by("-priority", "name"),
+            "channels": channels,
+            "unpriced": [(channel, models) for channel, models in channels if models],
+            "by_model": margin_report(by="model", start=start),
+            "by_channel": by_channel,
+            "by_account": by_account[:OVERVIEW_ACCOUNTS],
+            "accounts_shown": min(len(by_account), OVERVIEW_ACCOUNTS),
+            "accounts_total": len(by_account),
         },
     )

@@ -12,6 +12,7 @@ from rest_framework.routers import DefaultRouter
 from accounts.api import AccountViewSet, ApiKeyViewSet, ObtainTokenView
 from billing.api import (
     LedgerTransactionViewSet,
+    MarginViewSet,
     ModelPriceViewSet,
     PriceGroupViewSet,
     RedemptionCodeViewSet,
@@ -48,6 +49,7 @@ router.register("redemption-codes", RedemptionCodeViewSet, basename="redemptionc
 router.register("usage", UsageRecordViewSet, basename="usagerecord")
 router.register("ledger", LedgerTransactionViewSet, basename="transaction")
 router.register("statements", StatementViewSet, basename="statement")
+router.register("margin", MarginViewSet, basename="margin")
 
 urlpatterns = [
     path("auth/token/", ObtainTokenView.as_view(), name="api-token"),

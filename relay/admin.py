@@ -1,8 +1,9 @@
 from django import forms
 from django.contrib import admin
+from django.utils.html import format_html
 
 from .models import Channel
-from .selectors import channel_cache_invalidate
+from .selectors import channel_cache_invalidate, channel_models_without_cost
 from .services import channel_create, channel_update
 
 
@@ -45,6 +46,7 @@ class ChannelAdmin(admin.ModelAdmin):
         "health_state",
         "last_error",
         "has_key",
+        "cost_prices_state",
     ]
     list_filter = ["type", "status"]
     search_fields = ["name", "base_url"]
@@ -54,6 +56,16 @@ class ChannelAdmin(admin.ModelAdmin):
     @admin.display(description="Health")
     def health_state(self, obj: Channel) -> str:
         return obj.health
+
+    @admin.display(description="Cost prices")
+    def cost_prices_state(self, obj: Channel) -> str:
+        missing = channel_models_without_cost(obj)
+        if missing:
+            return format_html(
+                '<strong style="color:#b35c00">Missing for {}: margin overstated</strong>',
+                ", ".join(missing),
+            )
+        return "Not needed (built-in mock)" if obj.type == Channel.Type.MOCK else "Set"
 
     @admin.display(boolean=True, description="Key set")
     def has_key(self, obj: Channel) -> bool:

@@ -50,6 +50,24 @@ def _cost_prices(raw: dict) -> dict[str, Price]:
     return prices
 
 
+def channel_models_without_cost(channel: Channel) -> list[str]:
+    """The models ``channel`` serves with no usable cost price. Their upstream cost is
+    booked as zero, so the margin on them is overstated. The built-in mock costs
+    nothing, so it never lacks a price."""
+    if channel.type == Channel.Type.MOCK:
+        return []
+    prices = channel.cost_prices if isinstance(channel.cost_prices, dict) else {}
+    missing = []
+    for model in channel.served_models or ():
+        try:
+            priced = _cost_prices({model: prices.get(model)})
+        except (ValueError, ArithmeticError):
+            priced = {}
+        if model not in priced:
+            missing.append(model)
+    return missing
+
+
 def _channels_load() -> list[ChannelInfo]:
     return [
         ChannelInfo(

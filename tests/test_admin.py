@@ -6,6 +6,7 @@ import pytest
 
 from accounts.models import ApiKey
 from billing.models import Entry, Transaction
+from tests.billing.helpers import served
 from tests.factories import AccountFactory, ApiKeyFactory, ChannelFactory, ModelPriceFactory
 
 pytestmark = pytest.mark.django_db
@@ -161,3 +162,72 @@ def test_new_price_version_from_admin(admin_client, account):
     )
     assert response.status_code == 302
     assert ModelPrice.objects.filter(model="gpt-4o-mini").count() == 2
+
+
+def test_admin_lists_show_money_in_usd(admin_client, account):
+    key = ApiKeyFactory(account=account, name="capped", daily_spend_limit=1_500_000)
+    channel = ChannelFactory(name="unpriced", served_models=["gpt-4o-mini"])
+    served(key=key, cost=2_000, upstream_cost=1_500, channel=channel, model="gpt-4o-mini")
+
+    # Each transaction with what it did to the customer's balance.
+    ledger = admin_client.get("/admin/billing/transaction/").content.decode()
+    assert "Customer balance change" in ledger
+    assert "$3.000000" in ledger and "-$0.002000" in ledger
+    usage = admin_client.get("/admin/usage/usagerecord/").content.decode()
+    assert "Upstream cost" in usage and "$0.002000" in usage and "$0.001500" in usage
+    assert "$1.500000 per day" in admin_client.get("/admin/accounts/apikey/").content.decode()
+    assert "$0.001000" in admin_client.get("/admin/billing/hold/").content.decode()
+    accounts = admin_client.get("/admin/accounts/account/").content.decode()
+    assert "$2.998000" in accounts and "2998000" not in accounts
+
+
+def test_channels_without_cost_prices_are_flagged(admin_client, account):
+    ChannelFactory(
+        name="half-priced",
+        served_models=["gpt-4o-mini", "o4-mini"],
+        cost_prices={"gpt-4o-mini": {"input": "0.1", "output": "0.4"}},
+    )
+    ChannelFactory(name="priced", cost_prices={"gpt-4o-mini": {"input": "0.1", "output": "0.4"}})
+    ChannelFactory(name="demo", type="mock", served_models=["gpt-4o-mini"])
+
+    listing = admin_client.get("/admin/relay/channel/").content.decode()
+    assert listing.count("margin overstated") == 1
+    assert "Missing for o4-mini: margin overstated" in listing
+    overview = admin_client.get("/admin/overview/").content.decode()
+    assert "Margin is overstated for 1 channel." in overview
+    assert "half-priced</a>: no cost price for o4-mini" in overview
+
+
+def test_overview_shows_margin_per_model_channel_and_account(admin_client, account):
+    other = AccountFactory(name="Globex", price_group=account.price_group, credit=1_000_000)
+    cheap = ChannelFactory(name="cheap", served_models=["m1", "m2"])
+    dear = ChannelFactory(name="dear", served_models=["m1"])
+    acme, globex = ApiKeyFactory(account=account), ApiKeyFactory(account=other)
+    served(key=acme, cost=1_000, upstream_cost=600, model="m1", channel=cheap, request_id="1")
+    served(key=acme, cost=500, upstream_cost=100, model="m2", channel=cheap, request_id="2")
+    served(key=globex, cost=2_000, upstream_cost=2_100, model="m1", channel=dear, request_id="3")
+
+    page = admin_client.get("/admin/overview/").content.decode()
+
+    def table(name: str) -> list[list[str]]:
+        body = re.search(rf'<table id="{name}"[^>]*>(.*?)</table>', page, re.S).group(1)
+        rows = re.findall(r"<tr>(.*?)</tr>", body.split("<tbody>")[1], re.S)
+        return [
+            [re.sub(r"<[^>]+>|\s+", " ", cell).split("Overstated")[0].strip() for cell in cells]
+            for cells in (re.findall(r"<td[^>]*>(.*?)</td>", row, re.S) for row in rows)
+        ]
+
+    assert table("margin-model") == [
+        ["m1", "$0.003", "$0.0027", "$0.0003"],
+        ["m2", "$0.0005", "$0.0001", "$0.0004"],
+    ]
+    assert table("margin-channel") == [
+        ["dear", "$0.002", "$0.0021", "-$0.0001"],
+        ["cheap", "$0.0015", "$0.0007", "$0.0008"],
+    ]
+    assert table("margin-account") == [
+        ["Globex", "$0.002", "$0.0021", "-$0.0001"],
+        ["Acme Corp", "$0.0015", "$0.0007", "$0.0008"],
+    ]
+    # Today's row: requests from the usage records, money from the same ledger.
+    assert table("per-day")[0][1:] == ["3", "0", "$0.0035", "$0.0028", "$0.0007"]

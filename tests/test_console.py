@@ -184,7 +184,7 @@ def test_statement_page_shows_figures_that_add_up(member):
     from datetime import UTC, date, datetime, timedelta
 
     from billing.models import Transaction
-    from tests.billing.test_statements import backdate
+    from tests.billing.helpers import backdate
 
     # Statements are of months that have ended: this account's month was the last.
     last_month = date.today().replace(day=1) - timedelta(days=1)

@@ -17,6 +17,7 @@ class UsageRecordAdmin(admin.ModelAdmin):
         "input_tokens",
         "output_tokens",
         "cost_usd",
+        "upstream_cost_usd",
         "latency_ms",
         "settled_at",
     ]
@@ -29,6 +30,10 @@ class UsageRecordAdmin(admin.ModelAdmin):
     @admin.display(description="Cost")
     def cost_usd(self, obj):
         return usd(obj.cost)
+
+    @admin.display(description="Upstream cost")
+    def upstream_cost_usd(self, obj):
+        return usd(obj.upstream_cost)
 
     def has_add_permission(self, request, obj=None):
         return False

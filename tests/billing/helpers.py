@@ -1,6 +1,7 @@
 """Building blocks for ledger tests: real services, no shortcuts around the money paths."""
 
 from contextlib import contextmanager
+from datetime import datetime
 
 from django.db import connection
 
@@ -43,6 +44,26 @@ def served(*, key, cost: int, **kw) -> UsageRecord:
     assert settlement_run(usage_ids=[record.pk]) == 1
     record.refresh_from_db()
     return record
+
+
+def backdate(txn_ids, when: datetime) -> None:
+    """Move postings to an earlier moment (history for the test; the immutability
+    guard is lifted for the moment). Inside a test's transaction the checks deferred
+    to commit are run first: PostgreSQL alters no table with trigger events pending."""
+    in_atomic = connection.in_atomic_block
+    with connection.cursor() as cursor:
+        if in_atomic:
+            cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+        cursor.execute("ALTER TABLE billing_transaction DISABLE TRIGGER transaction_immutable")
+        try:
+            cursor.execute(
+                "UPDATE billing_transaction SET created_at = %s WHERE id = ANY(%s)",
+                [when, list(txn_ids)],
+            )
+        finally:
+            cursor.execute("ALTER TABLE billing_transaction ENABLE TRIGGER transaction_immutable")
+            if in_atomic:
+                cursor.execute("SET CONSTRAINTS ALL DEFERRED")
 
 
 @contextmanager

@@ -4,7 +4,7 @@ from datetime import UTC, date, datetime
 
 import pytest
 from django.core.management import CommandError, call_command
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 
 from billing.models import Statement, Transaction
 from billing.selectors import margin_report
@@ -24,23 +24,9 @@ from billing.tasks import statements_generate
 from relay.models import Channel
 from tests.factories import AccountFactory, ApiKeyFactory, PriceGroupFactory, UserFactory
 
-from .helpers import served
+from .helpers import backdate, served
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def backdate(txn_ids, when: datetime) -> None:
-    """Move postings into an earlier month (history for the test; the immutability
-    guard is lifted for the moment)."""
-    with connection.cursor() as cursor:
-        cursor.execute("ALTER TABLE billing_transaction DISABLE TRIGGER transaction_immutable")
-        try:
-            cursor.execute(
-                "UPDATE billing_transaction SET created_at = %s WHERE id = ANY(%s)",
-                [when, list(txn_ids)],
-            )
-        finally:
-            cursor.execute("ALTER TABLE billing_transaction ENABLE TRIGGER transaction_immutable")
 
 
 def this_month() -> date:
@@ -151,3 +137,21 @@ def test_margin_per_model_channel_and_account_comes_from_the_ledger():
     assert by_channel == {cheap.pk: 800, dear.pk: 100}
     by_account = {row["account"]: row["margin"] for row in margin_report(by="account")}
     assert by_account == {alpha.account_id: 800, beta.account_id: 100}
+
+
+def test_margin_per_day_counts_each_charge_on_the_utc_day_it_was_posted():
+    key = ApiKeyFactory(account=AccountFactory(price_group=PriceGroupFactory(), credit=1_000_000))
+    channel = Channel.objects.create(name="only", served_models=["m"])
+    late = served(key=key, cost=700, upstream_cost=200, channel=channel, request_id="late")
+    early = served(key=key, cost=50, upstream_cost=10, channel=channel, request_id="early")
+    served(key=key, cost=1_000, upstream_cost=400, channel=channel, request_id="today")
+    backdate([late.settlement_id], datetime(2026, 3, 9, 23, 59, 59, 999_000, tzinfo=UTC))
+    backdate([early.settlement_id], datetime(2026, 3, 10, 0, 0, tzinfo=UTC))
+
+    days = margin_report(by="day", end=datetime(2026, 3, 11, tzinfo=UTC))
+    assert days == [
+        {"day": date(2026, 3, 9), "revenue": 700, "cost": 200, "margin": 500},
+        {"day": date(2026, 3, 10), "revenue": 50, "cost": 10, "margin": 40},
+    ]
+    today = margin_report(by="day", start=datetime(2026, 3, 11, tzinfo=UTC))
+    assert [(row["day"], row["margin"]) for row in today] == [(datetime.now(UTC).date(), 600)]

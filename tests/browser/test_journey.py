@@ -1,18 +1,23 @@
 """A customer's whole journey in a real browser (Debian's chromium, driven by
 Playwright): sign in, create a key, call the relay with it, find the request in the
-usage log and its charge in billing, export the CSV. Screenshots of every page
-(wide and narrow) are kept in artifacts/screenshots/."""
+usage log and its charge in billing, export the CSV; then the same console on a
+phone. Screenshots of every page (wide and narrow) are kept in artifacts/screenshots/."""
 
 import csv
 import io
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import openai
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
+from accounts.models import ApiKey
 from accounts.services import membership_add
+from billing.models import Transaction
 from billing.pricing import micro_to_usd
+from billing.statements import statement_generate
+from tests.billing.helpers import backdate
 from tests.conftest import wait_for
 from tests.factories import UserFactory
 from usage.models import UsageRecord
@@ -53,6 +58,35 @@ def shot(page, name):
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
 
+# What scrolls sideways: the page itself, or a table inside its wrapper.
+SIDEWAYS = """() => {
+  const found = [];
+  if (document.documentElement.scrollWidth > window.innerWidth) found.push("the page");
+  document.querySelectorAll(".table-wrap").forEach((wrap) => {
+    if (wrap.scrollWidth > wrap.clientWidth) {
+      const panel = wrap.closest("section");
+      const title = panel && panel.querySelector("h2") ? panel.querySelector("h2").textContent : "";
+      found.push(`a table (${title.trim() || document.title})`);
+    }
+  });
+  return found;
+}"""
+
+
+def column(page, title):
+    """The cells of the usage log's column with this heading."""
+    titles = [t.strip() for t in page.locator("table thead th").all_text_contents()]
+    return page.locator(f"table tbody tr td:nth-child({titles.index(title) + 1})")
+
+
+def on_screen(page, locator):
+    """Visible and inside the viewport's width, not scrolled out of sight."""
+    expect(locator).to_be_visible()
+    box = locator.bounding_box()
+    width = page.viewport_size["width"]
+    return box is not None and box["x"] >= 0 and box["x"] + box["width"] <= width
+
+
 def test_sign_in_create_key_call_relay_see_usage_and_charge_export_csv(
     relay_env, browser, upstream
 ):
@@ -88,7 +122,10 @@ def test_sign_in_create_key_call_relay_see_usage_and_charge_export_csv(
 
     client = openai.OpenAI(base_url=f"{base}/v1", api_key=secret, max_retries=0)
     reply = client.chat.completions.create(
-        model="gpt-4o-mini", messages=[{"role": "user", "content": "Hello from a browser test"}]
+        model="gpt-4o-mini",
+        messages=[{"role": "user", "content": "Hello from a browser test"}],
+        # The upstream reports prompt tokens read from and written to its cache.
+        extra_body={"mock": {"cached_tokens": 2, "cache_write_tokens": 3}},
     )
     record = wait_for(
         lambda: UsageRecord.objects.filter(
@@ -104,6 +141,10 @@ def test_sign_in_create_key_call_relay_see_usage_and_charge_export_csv(
         len(micro_to_usd(record.cost).split(".")[0]) + 3, "0"
     )
     expect(row).to_contain_text(cost)
+    assert (record.cache_read_tokens, record.cache_write_tokens) == (2, 3)
+    expect(column(page, "Cache write").first).to_have_text("3")
+    expect(column(page, "Cache read").first).to_have_text("2")
+    assert page.evaluate(SIDEWAYS) == []
     shot(page, "03-usage")
 
     with page.expect_download() as download:
@@ -118,28 +159,91 @@ def test_sign_in_create_key_call_relay_see_usage_and_charge_export_csv(
     expect(page.locator(".stat").first).to_contain_text(
         micro_to_usd(5_000_000 - record.cost).rstrip("0")
     )
+    assert page.evaluate(SIDEWAYS) == []
     shot(page, "04-billing")
 
     page.click("nav >> text=Dashboard")
     expect(page.locator("canvas[data-chart]")).to_be_visible()
+    assert page.evaluate(SIDEWAYS) == []
     shot(page, "05-dashboard")
     page.click("nav >> text=Models")
     expect(page.locator("td", has_text="o4-mini")).to_be_visible()
+    assert page.evaluate(SIDEWAYS) == []
     shot(page, "06-models")
+    page.click("nav >> text=API keys")
+    assert page.evaluate(SIDEWAYS) == []
+    shot(page, "06-keys")
 
+    # A statement is of a month that has ended: move this account's postings into
+    # the last one.
+    last_month = (datetime.now(UTC).date().replace(day=1) - timedelta(days=1)).replace(day=1)
+    backdate(
+        Transaction.objects.filter(account=relay_env.account).values_list("pk", flat=True),
+        datetime.combine(last_month, datetime.min.time(), UTC),
+    )
+    statement = statement_generate(account_id=relay_env.account.pk, period_start=last_month)
+    page.goto(f"{base}/billing/statements/{statement.pk}/")
+    expect(page.locator("h1")).to_contain_text("Statement")
+    assert page.evaluate(SIDEWAYS) == []
+    shot(page, "06-statement")
+
+    on_a_phone(browser, base, record, cost, statement)
+
+
+def on_a_phone(browser, base, record, cost, statement):
+    """The same console 390 px wide: every page one tap away in the navigation, and
+    no table that has to be scrolled sideways to see its amounts, status or actions."""
     narrow = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True)
     phone = narrow.new_page()
     sign_in(phone, base, "dana", "pw-for-tests-1")
-    for name, path in [
-        ("07-narrow-dashboard", "/"),
-        ("08-narrow-usage", "/usage/"),
-        ("09-narrow-keys", "/keys/"),
+    expect(phone.locator("h1")).to_be_visible()
+    nav = phone.locator("nav.nav a")
+    assert nav.all_inner_texts() == ["Dashboard", "API keys", "Usage", "Billing", "Models"]
+    for link in nav.all():
+        assert on_screen(phone, link), link.inner_text()
+
+    pages = [
+        ("Dashboard", "/", "07-narrow-dashboard"),
+        ("API keys", "/keys/", "09-narrow-keys"),
+        ("Usage", "/usage/", "08-narrow-usage"),
+        ("Billing", "/billing/", "11-narrow-billing"),
+        ("Models", "/models/", "12-narrow-models"),
+    ]
+    for title, path, name in pages:
+        phone.locator("nav.nav a", has_text=title).click()
+        phone.wait_for_url(base + path)
+        expect(phone.locator("nav.nav a.active")).to_have_text(title)
+        assert phone.evaluate(SIDEWAYS) == [], path
+        shot(phone, name)
+        if path == "/usage/":
+            row = phone.locator("tr", has_text=record.request_id)
+            assert on_screen(phone, row.locator("td.num", has_text=cost))
+            assert on_screen(phone, row.locator(".badge", has_text="success"))
+            tokens = row.locator(".tokens")
+            expect(tokens).to_contain_text("Cache read 2")
+            expect(tokens).to_contain_text("Cache write 3")
+            assert on_screen(phone, tokens)
+        elif path == "/keys/":
+            row = phone.locator("tr", has_text="browser key")
+            assert on_screen(phone, row.locator(".badge", has_text="active"))
+            assert on_screen(phone, row.get_by_role("link", name="Edit"))
+            assert on_screen(phone, row.locator("button", has_text="Revoke"))
+        elif path == "/billing/":
+            charge = phone.locator("tr", has_text="Usage").first
+            assert on_screen(phone, charge.locator("td.num", has_text="-" + cost))
+            month = phone.locator("tr", has_text=statement.period_start.strftime("%B %Y"))
+            assert on_screen(phone, month.locator("td.num").last)  # the closing balance
+
+    key = ApiKey.objects.get(name="browser key")
+    for path, name in [
+        (f"/keys/{key.pk}/edit/", "13-narrow-key-edit"),
+        (f"/billing/statements/{statement.pk}/", "14-narrow-statement"),
     ]:
         phone.goto(base + path)
-        # Nothing overflows the screen sideways but the scrollable tables.
-        assert phone.evaluate("document.documentElement.scrollWidth") <= 390
-        expect(phone.locator("nav")).to_be_visible()
+        assert phone.evaluate(SIDEWAYS) == [], path
         shot(phone, name)
+    assert on_screen(phone, phone.locator("tfoot th.num").first)  # the total charged
+    narrow.close()
 
 
 def test_staff_overview_page(relay_env, browser, upstream, django_user_model):
@@ -157,9 +261,17 @@ def test_staff_overview_page(relay_env, browser, upstream, django_user_model):
     page.fill("#id_password", "admin-pass-123")
     page.click("input[type=submit]")
     expect(page.locator("h2").first).to_have_text("Last 30 days")
-    health = page.locator("#content table", has_text=relay_env.channel.name)
+    health = page.locator("#channel-health")
+    expect(health).to_contain_text(relay_env.channel.name)
     expect(health).to_contain_text("healthy")
     expect(page.locator("canvas[data-chart]")).to_be_visible()
+    # The test channel has no cost prices: its margin is overstated, and said to be.
+    expect(page.locator("#unpriced-channels")).to_contain_text(
+        f"{relay_env.channel.name}: no cost price for gpt-4o-mini, o4-mini"
+    )
+    expect(page.locator("#margin-model")).to_contain_text("gpt-4o-mini")
+    expect(page.locator("#margin-channel")).to_contain_text("Overstated")
+    expect(page.locator("#margin-account")).to_contain_text(relay_env.account.name)
     shot(page, "10-admin-overview")
 
 
