@@ -65,7 +65,10 @@ def _sent_mail(directory: Path, limit: int = 50) -> list[dict[str, str]]:
     if not directory.is_dir():
         return []
     messages: list[dict[str, str]] = []
-    for path in sorted(directory.glob("*.log"), reverse=True):
+    # By when each file was last written: names carry the second only, then an
+    # object id, so two files of one second do not sort by time.
+    files = sorted(directory.glob("*.log"), key=lambda p: p.stat().st_mtime_ns, reverse=True)
+    for path in files:
         for raw in reversed(path.read_text(errors="replace").split("\n" + "-" * 79 + "\n")):
             if not raw.strip():
                 continue
