@@ -15,6 +15,8 @@ from tests.conftest import wait_for
 from tests.factories import ChannelFactory, ModelPriceFactory
 from usage.models import UsageRecord
 
+from .test_unusual_bodies import WEATHER
+
 SONNET = Price.from_decimals(
     model="claude-sonnet-4", input="3.00", output="15.00", cache_read="0.30", cache_write="3.75"
 )
@@ -582,17 +584,6 @@ def test_embeddings_are_relayed_and_billed_at_the_input_price(relay_env, upstrea
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "input"
 
 
-WEATHER_TOOL = {
-    "name": "get_weather",
-    "description": "Weather for a city",
-    "input_schema": {
-        "type": "object",
-        "properties": {"city": {"type": "string"}},
-        "required": ["city"],
-    },
-}
-
-
 def test_messages_on_a_chat_channel_name_the_model_asked_for_and_end_a_forced_tool_call(
     relay_env, upstream
 ):
@@ -606,7 +597,7 @@ def test_messages_on_a_chat_channel_name_the_model_asked_for_and_end_a_forced_to
     forced = {
         "model": "gpt-4o-mini",
         "max_tokens": 50,
-        "tools": [WEATHER_TOOL],
+        "tools": [WEATHER],
         "tool_choice": {"type": "tool", "name": "get_weather"},
         "messages": [{"role": "user", "content": "Weather in Paris?"}],
     }
