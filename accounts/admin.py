@@ -1,15 +1,8 @@
 from django import forms
 from django.contrib import admin, messages
-from django.core.exceptions import PermissionDenied
-from django.db import transaction
-from django.http import HttpRequest, HttpResponseRedirect
-from django.shortcuts import get_object_or_404
-from django.template.response import TemplateResponse
-from django.urls import path, reverse
 from django.utils.html import format_html
 
-from billing.pricing import micro_to_usd, usd_to_micro
-from billing.services import LedgerError, account_adjust, account_credit
+from core.money import micro_to_usd
 
 from .models import Account, ApiKey, Membership
 from .services import (
@@ -38,35 +31,12 @@ class MembershipInline(admin.TabularInline):
     autocomplete_fields = ["user"]
 
 
-class CreditForm(forms.Form):
-    amount_usd = forms.DecimalField(
-        label="Amount (USD)",
-        max_digits=14,
-        decimal_places=6,
-        help_text="Positive for a top-up; an adjustment may be negative.",
-    )
-    kind = forms.ChoiceField(choices=[("topup", "Top-up"), ("adjustment", "Adjustment")])
-    memo = forms.CharField(
-        max_length=500, help_text="Shown on the customer's ledger; the reason, for an adjustment."
-    )
-
-    def clean(self):
-        data = super().clean() or {}
-        amount = data.get("amount_usd")
-        if amount is not None:
-            if amount == 0:
-                self.add_error("amount_usd", "The amount must not be zero.")
-            elif data.get("kind") == "topup" and amount < 0:
-                self.add_error("amount_usd", "A top-up must be positive; use an adjustment.")
-        return data
-
-
 @admin.register(Account)
 class AccountAdmin(admin.ModelAdmin):
     list_display = ["name", "status", "price_group", "balance_usd", "held_usd", "available_usd"]
     list_filter = ["status", "price_group"]
     search_fields = ["name"]
-    readonly_fields = ["balance_usd", "held_usd", "available_usd", "created_at", "credit_link"]
+    readonly_fields = ["balance_usd", "held_usd", "available_usd", "created_at"]
     fields = [
         "name",
         "status",
@@ -78,7 +48,6 @@ class AccountAdmin(admin.ModelAdmin):
         "balance_usd",
         "held_usd",
         "available_usd",
-        "credit_link",
         "created_at",
     ]
     inlines = [MembershipInline]
@@ -95,13 +64,6 @@ class AccountAdmin(admin.ModelAdmin):
     def available_usd(self, obj: Account) -> str:
         return usd(obj.available)
 
-    @admin.display(description="Credit")
-    def credit_link(self, obj: Account) -> str:
-        if not obj.pk:
-            return "-"
-        url = reverse("admin:accounts_account_credit", args=[obj.pk])
-        return format_html('<a class="button" href="{}">Top up or adjust…</a>', url)
-
     def save_model(self, request, obj, form, change):
         if change:
             # Balance and held are never edited here: they move only with the ledger.
@@ -116,58 +78,6 @@ class AccountAdmin(admin.ModelAdmin):
             )
             obj.pk = created.pk
             obj.refresh_from_db()
-
-    def get_urls(self):
-        credit = path(
-            "<int:pk>/credit/",
-            self.admin_site.admin_view(self.credit_view),
-            name="accounts_account_credit",
-        )
-        return [credit, *super().get_urls()]
-
-    def credit_view(self, request: HttpRequest, pk: int):
-        if not request.user.has_perm("billing.add_transaction"):
-            raise PermissionDenied
-        account = get_object_or_404(Account, pk=pk)
-        form = CreditForm(request.POST or None)
-        if request.method == "POST" and form.is_valid():
-            amount = usd_to_micro(form.cleaned_data["amount_usd"])
-            staff = request.user
-            try:
-                with transaction.atomic():
-                    if form.cleaned_data["kind"] == "adjustment":
-                        account_adjust(
-                            account=account,
-                            amount=amount,
-                            reason=form.cleaned_data["memo"],
-                            staff=staff,  # type: ignore[arg-type]  # admin_view: staff only
-                        )
-                    else:
-                        account_credit(
-                            account=account,
-                            amount=amount,
-                            memo=form.cleaned_data["memo"],
-                            created_by=staff,  # type: ignore[arg-type]
-                        )
-            except LedgerError as exc:
-                form.add_error(None, str(exc))
-            else:
-                self.message_user(
-                    request, f"Posted {usd(amount)} to {account.name}.", messages.SUCCESS
-                )
-                return HttpResponseRedirect(
-                    reverse("admin:accounts_account_change", args=[account.pk])
-                )
-        context = {
-            **self.admin_site.each_context(request),
-            "title": f"Top up or adjust {account.name}",
-            "account": account,
-            "form": form,
-            "opts": self.model._meta,
-            "balance": usd(account.balance),
-            "available": usd(account.available),
-        }
-        return TemplateResponse(request, "admin/accounts/account/credit.html", context)
 
 
 class ApiKeyPolicyForm(forms.ModelForm):

@@ -8,7 +8,7 @@ filtered, so nothing reveals that they exist.
 from typing import Any
 
 from django.db import IntegrityError, transaction
-from django.db.models import QuerySet, Sum
+from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
@@ -27,14 +27,12 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.throttling import AnonRateThrottle
 
-from billing.models import Transaction
-from billing.serializers import LedgerTransactionSerializer
-from billing.services import (
-    LedgerError,
-    RedemptionError,
-    account_adjust,
-    account_credit,
-    redemption_redeem,
+from core.access import (
+    ACCOUNT_FILTER,
+    IsStaff,
+    StaffWrites,
+    member_account_id,
+    scope_to_user,
 )
 
 from .models import Account, ApiKey, Membership
@@ -45,9 +43,7 @@ from .serializers import (
     ApiKeyPolicySerializer,
     ApiKeySerializer,
     BalanceSerializer,
-    CreditSerializer,
     MembershipSerializer,
-    RedeemSerializer,
 )
 from .services import (
     KeyPolicyError,
@@ -56,69 +52,6 @@ from .services import (
     api_key_update,
     membership_add,
 )
-
-# -- access rules shared by every endpoint -------------------------------------------
-
-
-class IsStaff(BasePermission):
-    message = "Only staff may do this."
-
-    def has_permission(self, request: Request, view: Any) -> bool:
-        return bool(request.user and request.user.is_staff)
-
-
-class StaffWrites(BasePermission):
-    """Members read their own account's objects; only staff change anything."""
-
-    message = "Only staff may do this."
-
-    def has_permission(self, request: Request, view: Any) -> bool:
-        return request.method in ("GET", "HEAD", "OPTIONS") or bool(request.user.is_staff)
-
-
-def member_account_id(user: Any) -> int | None:
-    membership = getattr(user, "membership", None)
-    return membership.account_id if membership is not None else None
-
-
-ACCOUNT_FILTER = OpenApiParameter(
-    "account", OpenApiTypes.INT, description="Staff only: narrow the list to one account."
-)
-
-
-def account_filter_param(request: Request) -> int | None:
-    raw = request.query_params.get("account")
-    if raw in (None, ""):
-        return None
-    try:
-        return int(raw)
-    except ValueError:
-        raise ValidationError({"account": "A valid integer is required."}) from None
-
-
-def scope_to_user(queryset: QuerySet, *, request: Request, field: str = "account") -> QuerySet:
-    """``queryset`` narrowed to what ``request.user`` may see: everything for staff
-    (or the one ``?account=``), the member's own account's rows for anyone else."""
-    user = request.user
-    if user.is_staff:
-        account_id = account_filter_param(request)
-        if account_id is not None:
-            queryset = queryset.filter(**{f"{field}_id": account_id})
-        return queryset
-    own = member_account_id(user)
-    if own is None:
-        return queryset.none()
-    return queryset.filter(**{f"{field}_id": own})
-
-
-def account_ids_for(request: Request) -> list[int] | None:
-    """Accounts whose data the user may read: None means all (staff, no filter)."""
-    if request.user.is_staff:
-        account_id = account_filter_param(request)
-        return None if account_id is None else [account_id]
-    own = member_account_id(request.user)
-    return [] if own is None else [own]
-
 
 # -- tokens --------------------------------------------------------------------------
 
@@ -145,14 +78,6 @@ class ObtainTokenView(ObtainAuthToken):
 
 # -- accounts ------------------------------------------------------------------------
 
-CreditResponse = inline_serializer(
-    "CreditResponse",
-    {
-        "transaction": LedgerTransactionSerializer(),
-        "balance": BalanceSerializer(),
-    },
-)
-
 
 @extend_schema_view(
     list=extend_schema(summary="List accounts (a member sees their own only)"),
@@ -175,8 +100,6 @@ class AccountViewSet(
     queryset = Account.objects.order_by("pk")
 
     def get_permissions(self) -> list[BasePermission]:
-        if self.action == "redeem":
-            return super().get_permissions()
         return [*super().get_permissions(), StaffWrites()]
 
     def get_queryset(self) -> QuerySet[Account]:
@@ -190,87 +113,6 @@ class AccountViewSet(
     @action(detail=True, methods=["get"])
     def balance(self, request: Request, pk: str | None = None) -> Response:
         return Response(BalanceSerializer(self.get_object()).data)
-
-    @extend_schema(
-        summary="Top up or adjust the balance through the ledger (staff)",
-        description="A top-up (positive) or an adjustment (any sign, memo = reason) posted "
-        "as one balanced ledger transaction. Amounts are integer micro-USD. A refused "
-        "posting (e.g. an adjustment below the overdraft limit) changes nothing.",
-        request=CreditSerializer,
-        responses={201: CreditResponse},
-    )
-    @action(detail=True, methods=["post"], permission_classes=[IsStaff])
-    def credits(self, request: Request, pk: str | None = None) -> Response:
-        account = self.get_object()
-        params = CreditSerializer(data=request.data)
-        params.is_valid(raise_exception=True)
-        data = params.validated_data
-        key = data.get("idempotency_key")
-        # Scoped so a caller's key can never collide with the ledger's own keys.
-        full_key = f"api-credit:{account.pk}:{key}" if key else None
-        try:
-            if data["kind"] == Transaction.Kind.ADJUSTMENT:
-                txn = account_adjust(
-                    account=account,
-                    amount=data["amount"],
-                    reason=data["memo"],
-                    staff=request.user,  # type: ignore[arg-type]
-                    idempotency_key=full_key,
-                )
-            else:
-                txn = account_credit(
-                    account=account,
-                    amount=data["amount"],
-                    memo=data["memo"],
-                    created_by=request.user,  # type: ignore[arg-type]
-                    idempotency_key=full_key,
-                )
-        except LedgerError as exc:
-            raise ValidationError({"detail": str(exc)}) from exc
-        if txn.kind != data["kind"] or _customer_amount(txn, account) != data["amount"]:
-            return Response(
-                {"detail": "This idempotency key was already used for a different credit."},
-                status=status.HTTP_409_CONFLICT,
-            )
-        account.refresh_from_db()
-        context = self.get_serializer_context()
-        return Response(
-            {
-                "transaction": LedgerTransactionSerializer(txn, context=context).data,
-                "balance": BalanceSerializer(account).data,
-            },
-            status=status.HTTP_201_CREATED,
-        )
-
-    @extend_schema(
-        summary="Redeem a code for credit",
-        description="Credits the account with the code's value, once. Members may redeem "
-        "for their own account.",
-        request=RedeemSerializer,
-        responses={201: CreditResponse},
-    )
-    @action(detail=True, methods=["post"])
-    def redeem(self, request: Request, pk: str | None = None) -> Response:
-        account = self.get_object()
-        params = RedeemSerializer(data=request.data)
-        params.is_valid(raise_exception=True)
-        try:
-            txn = redemption_redeem(
-                account=account,
-                code=params.validated_data["code"],
-                user=request.user,  # type: ignore[arg-type]
-            )
-        except RedemptionError as exc:
-            raise ValidationError({"code": [str(exc)]}) from exc
-        account.refresh_from_db()
-        context = self.get_serializer_context()
-        return Response(
-            {
-                "transaction": LedgerTransactionSerializer(txn, context=context).data,
-                "balance": BalanceSerializer(account).data,
-            },
-            status=status.HTTP_201_CREATED,
-        )
 
     @extend_schema(
         methods=["GET"],
@@ -326,11 +168,6 @@ class AccountViewSet(
         account = self.get_object()
         get_object_or_404(Membership, pk=member_id, account=account).delete()
         return Response(status=status.HTTP_204_NO_CONTENT)
-
-
-def _customer_amount(txn: Transaction, account: Account) -> int:
-    entries = txn.entries.filter(ledger_account__account_id=account.pk)
-    return entries.aggregate(total=Sum("amount"))["total"] or 0
 
 
 # -- API keys ------------------------------------------------------------------------

@@ -3,7 +3,7 @@ from datetime import datetime
 
 from django.conf import settings
 
-from config.localcache import TTLCache
+from core.localcache import TTLCache
 
 from .models import Account, ApiKey
 

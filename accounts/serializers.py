@@ -12,7 +12,7 @@ from django.db import transaction
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from billing.pricing import AMOUNT_MAX, COUNT_MAX, micro_to_usd
+from core.money import AMOUNT_MAX, COUNT_MAX, micro_to_usd
 
 from .models import Account, ApiKey, AutoStrategy, Membership
 from .services import account_create, account_update
@@ -126,43 +126,6 @@ class BalanceSerializer(serializers.Serializer):
 
     def get_available_usd(self, obj: Account) -> str:
         return micro_to_usd(obj.available)
-
-
-class CreditSerializer(serializers.Serializer):
-    amount = serializers.IntegerField(
-        min_value=-AMOUNT_MAX,
-        max_value=AMOUNT_MAX,
-        help_text=f"{MICRO_USD} A top-up must be positive; an adjustment may be negative.",
-    )
-    kind = serializers.ChoiceField(choices=[("topup", "Top-up"), ("adjustment", "Adjustment")])
-    memo = serializers.CharField(
-        max_length=500,
-        required=False,
-        allow_blank=True,
-        default="",
-        help_text="Shown on the customer's ledger; required (the reason) for an adjustment.",
-    )
-    idempotency_key = serializers.CharField(
-        max_length=100,
-        required=False,
-        help_text="Repeating a request with the same key posts it once and returns the "
-        "first posting.",
-    )
-
-    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        if attrs["amount"] == 0:
-            raise serializers.ValidationError({"amount": "The amount must not be zero."})
-        if attrs["kind"] == "topup" and attrs["amount"] < 0:
-            raise serializers.ValidationError(
-                {"amount": "A top-up must be positive; use an adjustment."}
-            )
-        if attrs["kind"] == "adjustment" and not attrs["memo"].strip():
-            raise serializers.ValidationError({"memo": "An adjustment needs a reason."})
-        return attrs
-
-
-class RedeemSerializer(serializers.Serializer):
-    code = serializers.CharField(max_length=64, help_text="The redemption code, e.g. TG-XXXX-….")
 
 
 class MembershipSerializer(serializers.ModelSerializer):

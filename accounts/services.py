@@ -1,32 +1,30 @@
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from billing.models import LedgerAccount, PriceGroup
-
 from .keys import DISPLAY_PREFIX_LEN, key_generate, key_hash
 from .models import Account, ApiKey, Membership
 from .selectors import auth_cache_invalidate
 
+if TYPE_CHECKING:
+    from billing.models import PriceGroup
+
 
 @transaction.atomic
 def account_create(
-    *, name: str, price_group: PriceGroup, overdraft_limit: int | None = None
+    *, name: str, price_group: "PriceGroup", overdraft_limit: int | None = None
 ) -> Account:
-    """An account and its customer ledger account, created together."""
+    """An account; billing opens its customer ledger account in the same transaction
+    (``billing.services.ledger.ledger_account_open``, on the account's post_save)."""
     if overdraft_limit is None:
         overdraft_limit = settings.TOLLGATE["DEFAULT_OVERDRAFT"]
-    account = Account.objects.create(
+    return Account.objects.create(
         name=name, price_group=price_group, overdraft_limit=overdraft_limit
     )
-    LedgerAccount.objects.create(
-        code=f"customer:{account.pk}", kind=LedgerAccount.Kind.CUSTOMER, account=account
-    )
-    return account
 
 
 def membership_add(

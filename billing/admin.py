@@ -1,13 +1,18 @@
 from decimal import Decimal
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import OuterRef, Subquery, Sum
+from django.http import HttpRequest, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
-from django.urls import path
+from django.urls import path, reverse
+from django.utils.html import format_html
 
-from accounts.admin import usd
+from accounts.admin import AccountAdmin, usd
+from accounts.models import Account
+from core.money import usd_to_micro
 
 from .models import (
     Entry,
@@ -19,9 +24,14 @@ from .models import (
     Statement,
     Transaction,
 )
-from .pricing import usd_to_micro
 from .selectors import price_cache_invalidate
-from .services import model_price_set, redemption_codes_create
+from .services import (
+    LedgerError,
+    account_adjust,
+    account_credit,
+    model_price_set,
+    redemption_codes_create,
+)
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -288,3 +298,99 @@ class StatementAdmin(ReadOnlyAdmin):
     @admin.display(description="Closing")
     def closing_usd(self, obj):
         return usd(obj.closing)
+
+
+# -- accounts, with the money moved onto them ----------------------------------------
+
+
+class CreditForm(forms.Form):
+    amount_usd = forms.DecimalField(
+        label="Amount (USD)",
+        max_digits=14,
+        decimal_places=6,
+        help_text="Positive for a top-up; an adjustment may be negative.",
+    )
+    kind = forms.ChoiceField(choices=[("topup", "Top-up"), ("adjustment", "Adjustment")])
+    memo = forms.CharField(
+        max_length=500, help_text="Shown on the customer's ledger; the reason, for an adjustment."
+    )
+
+    def clean(self):
+        data = super().clean() or {}
+        amount = data.get("amount_usd")
+        if amount is not None:
+            if amount == 0:
+                self.add_error("amount_usd", "The amount must not be zero.")
+            elif data.get("kind") == "topup" and amount < 0:
+                self.add_error("amount_usd", "A top-up must be positive; use an adjustment.")
+        return data
+
+
+class AccountMoneyAdmin(AccountAdmin):
+    """The account admin, with the top-up and adjustment that go through the ledger."""
+
+    readonly_fields = [*AccountAdmin.readonly_fields, "credit_link"]
+    fields = [*AccountAdmin.fields[:-1], "credit_link", AccountAdmin.fields[-1]]
+
+    @admin.display(description="Credit")
+    def credit_link(self, obj: Account) -> str:
+        if not obj.pk:
+            return "-"
+        url = reverse("admin:accounts_account_credit", args=[obj.pk])
+        return format_html('<a class="button" href="{}">Top up or adjust…</a>', url)
+
+    def get_urls(self):
+        credit = path(
+            "<int:pk>/credit/",
+            self.admin_site.admin_view(self.credit_view),
+            name="accounts_account_credit",
+        )
+        return [credit, *super().get_urls()]
+
+    def credit_view(self, request: HttpRequest, pk: int):
+        if not request.user.has_perm("billing.add_transaction"):
+            raise PermissionDenied
+        account = get_object_or_404(Account, pk=pk)
+        form = CreditForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            amount = usd_to_micro(form.cleaned_data["amount_usd"])
+            staff = request.user
+            try:
+                # Each is one durable transaction of its own.
+                if form.cleaned_data["kind"] == "adjustment":
+                    account_adjust(
+                        account=account,
+                        amount=amount,
+                        reason=form.cleaned_data["memo"],
+                        staff=staff,  # type: ignore[arg-type]  # admin_view: staff only
+                    )
+                else:
+                    account_credit(
+                        account=account,
+                        amount=amount,
+                        memo=form.cleaned_data["memo"],
+                        created_by=staff,  # type: ignore[arg-type]
+                    )
+            except LedgerError as exc:
+                form.add_error(None, str(exc))
+            else:
+                self.message_user(
+                    request, f"Posted {usd(amount)} to {account.name}.", messages.SUCCESS
+                )
+                return HttpResponseRedirect(
+                    reverse("admin:accounts_account_change", args=[account.pk])
+                )
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Top up or adjust {account.name}",
+            "account": account,
+            "form": form,
+            "opts": self.model._meta,
+            "balance": usd(account.balance),
+            "available": usd(account.available),
+        }
+        return TemplateResponse(request, "admin/accounts/account/credit.html", context)
+
+
+admin.site.unregister(Account)
+admin.site.register(Account, AccountMoneyAdmin)

@@ -3,9 +3,14 @@
 from typing import Any
 
 from django.db import IntegrityError, transaction
-from django.db.models import Prefetch, QuerySet
+from django.db.models import Prefetch, QuerySet, Sum
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    extend_schema,
+    extend_schema_view,
+    inline_serializer,
+)
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
@@ -13,32 +18,39 @@ from rest_framework.pagination import CursorPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from accounts.api import (
+from accounts.models import Account
+from accounts.serializers import BalanceSerializer
+from core.access import (
     ACCOUNT_FILTER,
     IsStaff,
     StaffWrites,
     member_account_id,
     scope_to_user,
 )
-from relay.models import Channel
-from relay.selectors import channel_models_without_cost
 
 from .models import Entry, ModelPrice, PriceGroup, RedemptionCode, Statement, Transaction
-from .pricing import micro_to_usd
-from .selectors import margin_report, margin_window_start, prices_current
+from .selectors import prices_current
 from .serializers import (
+    CreditSerializer,
     LedgerTransactionSerializer,
-    MarginQuerySerializer,
-    MarginReportSerializer,
     ModelPriceSerializer,
     PriceGroupSerializer,
+    RedeemSerializer,
     RedemptionCodeCreateSerializer,
     RedemptionCodesCreatedSerializer,
     RedemptionCodeSerializer,
     StatementGenerateSerializer,
     StatementSerializer,
 )
-from .services import LedgerError, model_price_set, redemption_codes_create
+from .services import (
+    LedgerError,
+    RedemptionError,
+    account_adjust,
+    account_credit,
+    model_price_set,
+    redemption_codes_create,
+    redemption_redeem,
+)
 from .statements import statement_generate
 
 
@@ -275,55 +287,113 @@ class StatementViewSet(viewsets.ReadOnlyModelViewSet):
         )
 
 
-def _margin_figures(revenue: int, cost: int) -> dict[str, Any]:
-    return {
-        "revenue": revenue,
-        "revenue_usd": micro_to_usd(revenue),
-        "upstream_cost": cost,
-        "upstream_cost_usd": micro_to_usd(cost),
-        "margin": revenue - cost,
-        "margin_usd": micro_to_usd(revenue - cost),
-    }
+# -- money on an account: credits and redemption -------------------------------------
+
+CreditResponse = inline_serializer(
+    "CreditResponse",
+    {
+        "transaction": LedgerTransactionSerializer(),
+        "balance": BalanceSerializer(),
+    },
+)
 
 
-class MarginViewSet(viewsets.ViewSet):
-    """Staff only: what usage earned, read from the ledger."""
+class AccountMoneyViewSet(viewsets.GenericViewSet):
+    """Money moved onto an account, at ``/api/accounts/{id}/credits/`` and
+    ``/api/accounts/{id}/redeem/``: always through the ledger."""
 
-    permission_classes = [IsStaff]
+    queryset = Account.objects.order_by("pk")
+    serializer_class = BalanceSerializer
+
+    def get_queryset(self) -> QuerySet[Account]:
+        queryset = self.queryset
+        if self.request.user.is_staff:
+            return queryset
+        own = member_account_id(self.request.user)
+        return queryset.filter(pk=own) if own is not None else queryset.none()
 
     @extend_schema(
-        summary="Margin: revenue, upstream cost and margin (staff)",
-        description="Read from the ledger's usage postings, per UTC day, model, channel or "
-        "account, over a window of posting times (by default the last 30 UTC days). A "
-        "channel with no cost price for a model books that model's upstream cost as zero: "
-        "its rows say so in cost_prices_missing.",
-        parameters=[MarginQuerySerializer],
-        responses={200: MarginReportSerializer},
+        summary="Top up or adjust the balance through the ledger (staff)",
+        description="A top-up (positive) or an adjustment (any sign, memo = reason) posted "
+        "as one balanced ledger transaction. Amounts are integer micro-USD. A refused "
+        "posting (e.g. an adjustment below the overdraft limit) changes nothing.",
+        request=CreditSerializer,
+        responses={201: CreditResponse},
     )
-    def list(self, request: Request) -> Response:
-        params = MarginQuerySerializer(data=request.query_params)
+    @action(detail=True, methods=["post"], permission_classes=[IsStaff])
+    def credits(self, request: Request, pk: str | None = None) -> Response:
+        account = self.get_object()
+        params = CreditSerializer(data=request.data)
         params.is_valid(raise_exception=True)
-        by = params.validated_data["by"]
-        start = params.validated_data.get("from") or margin_window_start(days=30)
-        end = params.validated_data.get("to")
-        lines = margin_report(by=by, start=start, end=end)
-        missing: dict[int, list[str]] = {}
-        if by == "channel":
-            channel_ids = [line["channel"] for line in lines if line["channel"] is not None]
-            missing = {
-                channel.pk: channel_models_without_cost(channel)
-                for channel in Channel.objects.filter(pk__in=channel_ids)
-            }
-        rows = []
-        for line in lines:
-            row: dict[str, Any] = {by: line[by]}
-            if "name" in line:
-                row["name"] = line["name"]
-            if by == "channel":
-                row["cost_prices_missing"] = missing.get(line["channel"], [])
-            rows.append({**row, **_margin_figures(line["revenue"], line["cost"])})
-        total = _margin_figures(
-            sum(line["revenue"] for line in lines), sum(line["cost"] for line in lines)
+        data = params.validated_data
+        key = data.get("idempotency_key")
+        # Scoped so a caller's key can never collide with the ledger's own keys.
+        full_key = f"api-credit:{account.pk}:{key}" if key else None
+        try:
+            if data["kind"] == Transaction.Kind.ADJUSTMENT:
+                txn = account_adjust(
+                    account=account,
+                    amount=data["amount"],
+                    reason=data["memo"],
+                    staff=request.user,  # type: ignore[arg-type]
+                    idempotency_key=full_key,
+                )
+            else:
+                txn = account_credit(
+                    account=account,
+                    amount=data["amount"],
+                    memo=data["memo"],
+                    created_by=request.user,  # type: ignore[arg-type]
+                    idempotency_key=full_key,
+                )
+        except LedgerError as exc:
+            raise ValidationError({"detail": str(exc)}) from exc
+        if txn.kind != data["kind"] or _customer_amount(txn, account) != data["amount"]:
+            return Response(
+                {"detail": "This idempotency key was already used for a different credit."},
+                status=status.HTTP_409_CONFLICT,
+            )
+        account.refresh_from_db()
+        context = self.get_serializer_context()
+        return Response(
+            {
+                "transaction": LedgerTransactionSerializer(txn, context=context).data,
+                "balance": BalanceSerializer(account).data,
+            },
+            status=status.HTTP_201_CREATED,
         )
-        body = {"by": by, "from": start, "to": end, "rows": rows, "total": total}
-        return Response(body)
+
+    @extend_schema(
+        summary="Redeem a code for credit",
+        description="Credits the account with the code's value, once. Members may redeem "
+        "for their own account.",
+        request=RedeemSerializer,
+        responses={201: CreditResponse},
+    )
+    @action(detail=True, methods=["post"])
+    def redeem(self, request: Request, pk: str | None = None) -> Response:
+        account = self.get_object()
+        params = RedeemSerializer(data=request.data)
+        params.is_valid(raise_exception=True)
+        try:
+            txn = redemption_redeem(
+                account=account,
+                code=params.validated_data["code"],
+                user=request.user,  # type: ignore[arg-type]
+            )
+        except RedemptionError as exc:
+            raise ValidationError({"code": [str(exc)]}) from exc
+        account.refresh_from_db()
+        context = self.get_serializer_context()
+        return Response(
+            {
+                "transaction": LedgerTransactionSerializer(txn, context=context).data,
+                "balance": BalanceSerializer(account).data,
+            },
+            status=status.HTTP_201_CREATED,
+        )
+
+
+def _customer_amount(txn: Transaction, account: Account) -> int:
+    entries = txn.entries.filter(ledger_account__account_id=account.pk)
+    return entries.aggregate(total=Sum("amount"))["total"] or 0

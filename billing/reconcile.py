@@ -12,7 +12,7 @@ Checks (each a SQL query over the whole ledger):
    upstream cost equals theirs, and no charged record lacks a settlement;
 7. no settled record still has an open hold;
 8. no hold has been open for minutes while no web process has its request in
-   flight (``config.inflight``): a hold left behind.
+   flight (``core.inflight``): a hold left behind.
 """
 
 import logging
@@ -23,7 +23,7 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
-from config.inflight import holds_in_flight
+from core.inflight import holds_in_flight
 
 from .models import Hold
 

@@ -5,7 +5,7 @@ from django.db.models import Sum
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
-from config.localcache import TTLCache
+from core.localcache import TTLCache
 
 from .models import Entry, LedgerAccount, ModelPrice
 from .pricing import Price

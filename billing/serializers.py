@@ -13,9 +13,9 @@ from rest_framework import serializers
 
 from accounts.models import Account
 from accounts.serializers import MICRO_USD, StaffOnlyFieldsMixin
+from core.money import AMOUNT_MAX, micro_to_usd
 
 from .models import Entry, ModelPrice, PriceGroup, RedemptionCode, Statement, Transaction
-from .pricing import AMOUNT_MAX, micro_to_usd
 from .selectors import MARGIN_BY
 from .statements import month_closed
 
@@ -349,3 +349,40 @@ class MarginReportSerializer(serializers.Serializer):
             ),
             "total": MarginFiguresSerializer(help_text="The sum of the rows."),
         }
+
+
+class CreditSerializer(serializers.Serializer):
+    amount = serializers.IntegerField(
+        min_value=-AMOUNT_MAX,
+        max_value=AMOUNT_MAX,
+        help_text=f"{MICRO_USD} A top-up must be positive; an adjustment may be negative.",
+    )
+    kind = serializers.ChoiceField(choices=[("topup", "Top-up"), ("adjustment", "Adjustment")])
+    memo = serializers.CharField(
+        max_length=500,
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text="Shown on the customer's ledger; required (the reason) for an adjustment.",
+    )
+    idempotency_key = serializers.CharField(
+        max_length=100,
+        required=False,
+        help_text="Repeating a request with the same key posts it once and returns the "
+        "first posting.",
+    )
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if attrs["amount"] == 0:
+            raise serializers.ValidationError({"amount": "The amount must not be zero."})
+        if attrs["kind"] == "topup" and attrs["amount"] < 0:
+            raise serializers.ValidationError(
+                {"amount": "A top-up must be positive; use an adjustment."}
+            )
+        if attrs["kind"] == "adjustment" and not attrs["memo"].strip():
+            raise serializers.ValidationError({"memo": "An adjustment needs a reason."})
+        return attrs
+
+
+class RedeemSerializer(serializers.Serializer):
+    code = serializers.CharField(max_length=64, help_text="The redemption code, e.g. TG-XXXX-….")

@@ -14,7 +14,7 @@ from django.db.models import Count, Sum
 from usage.models import UsageRecord
 
 from .models import Entry, LedgerAccount, Statement
-from .services import LedgerError, ledger_account_customer_id
+from .services import LedgerError
 
 
 def month_after(start: date) -> date:
@@ -30,7 +30,7 @@ def statement_compute(*, account_id: int, period_start: date) -> dict:
     period_start = period_start.replace(day=1)
     period_end = month_after(period_start)
     start, end = _moment(period_start), _moment(period_end)
-    customer = Entry.objects.filter(ledger_account_id=ledger_account_customer_id(account_id))
+    customer = Entry.objects.filter(ledger_account__account_id=account_id)
     opening = (
         customer.filter(transaction__created_at__lt=start).aggregate(s=Sum("amount"))["s"] or 0
     )

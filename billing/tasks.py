@@ -12,8 +12,8 @@ from django.contrib.auth import get_user_model
 from django.core.mail import send_mail
 
 from accounts.models import Account
-from config import shared
-from config.threads import spawn
+from core import shared
+from core.threads import spawn
 
 from . import services
 from .reconcile import ledger_check
@@ -80,7 +80,11 @@ def settlement_request(*, background: bool = False) -> None:
     Redis; an ask that is due is made on a thread."""
     global _ask_last, _ask_timer
     if settings.CELERY_TASK_ALWAYS_EAGER:
-        _settlement_ask()
+        # The drain runs right here: never on the relay's event loop.
+        if background:
+            spawn(_settlement_ask)
+        else:
+            _settlement_ask()
         return
     now = time.monotonic()
     with _ask_lock:
@@ -222,7 +226,7 @@ def statements_generate(period_start: str | None = None) -> int:
 @shared_task
 def low_balance_alert(account_id: int) -> None:
     """Tell the account's members their balance fell below their threshold."""
-    from .pricing import micro_to_usd
+    from core.money import micro_to_usd
 
     account = Account.objects.filter(pk=account_id).first()
     if account is None or account.low_balance_threshold is None:

@@ -11,15 +11,15 @@ from rest_framework.routers import DefaultRouter
 
 from accounts.api import AccountViewSet, ApiKeyViewSet, ObtainTokenView
 from billing.api import (
+    AccountMoneyViewSet,
     LedgerTransactionViewSet,
-    MarginViewSet,
     ModelPriceViewSet,
     PriceGroupViewSet,
     RedemptionCodeViewSet,
     StatementViewSet,
 )
-from config.errors import api_not_found
-from relay.api import ChannelViewSet
+from core.errors import api_not_found
+from relay.api import ChannelViewSet, MarginViewSet
 from usage.api import UsageRecordViewSet
 
 
@@ -41,6 +41,8 @@ class RedocView(SpectacularRedocView):
 
 router = DefaultRouter()
 router.register("accounts", AccountViewSet, basename="account")
+# The money moved onto an account (credits, redemption) is billing's, at the same paths.
+router.register("accounts", AccountMoneyViewSet, basename="account-money")
 router.register("keys", ApiKeyViewSet, basename="apikey")
 router.register("price-groups", PriceGroupViewSet, basename="pricegroup")
 router.register("prices", ModelPriceViewSet, basename="modelprice")

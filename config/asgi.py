@@ -100,7 +100,7 @@ if settings.CELERY_TASK_ALWAYS_EAGER:
 
 async def _lifespan(receive, send) -> None:
     from billing.tasks import settlement_flush
-    from config import adb, threads
+    from core import adb, threads
     from relay.client import close_sessions
     from relay.lifecycle import endings_done
 

@@ -69,18 +69,20 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "core",
     "accounts",
     "billing",
     "relay",
     "usage",
+    "console",
 ]
 
 MIDDLEWARE = [
-    "config.errors.JsonErrorsMiddleware",
-    "config.middleware.RequestIdMiddleware",
-    "config.middleware.NullCharactersMiddleware",
+    "core.errors.JsonErrorsMiddleware",
+    "core.middleware.RequestIdMiddleware",
+    "core.middleware.NullCharactersMiddleware",
     "django.middleware.security.SecurityMiddleware",
-    "config.middleware.ContentSecurityPolicyMiddleware",
+    "core.middleware.ContentSecurityPolicyMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -103,7 +105,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
-                "accounts.context_processors.console",
+                "console.context_processors.console",
             ],
         },
     },
@@ -224,7 +226,7 @@ TOLLGATE = {
     "HEALTH_COOLDOWN": env.float("TOLLGATE_HEALTH_COOLDOWN", default=30.0),
     "HEALTH_COOLDOWN_MAX": env.float("TOLLGATE_HEALTH_COOLDOWN_MAX", default=600.0),
     # PostgreSQL connections per web process for the relay's two per-request
-    # statements, run on the event loop (config.adb).
+    # statements, run on the event loop (core.adb).
     "DB_CONNECTIONS": env.int("TOLLGATE_DB_CONNECTIONS", default=8),
     # Threads (each with its own database connection, opened on first use) per web
     # process for what the relay does off the event loop: cache misses, Redis calls
@@ -265,8 +267,8 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "DEFAULT_PAGINATION_CLASS": "config.pagination.BoundedLimitOffsetPagination",
-    "EXCEPTION_HANDLER": "config.errors.api_exception_handler",
+    "DEFAULT_PAGINATION_CLASS": "core.pagination.BoundedLimitOffsetPagination",
+    "EXCEPTION_HANDLER": "core.errors.api_exception_handler",
     "PAGE_SIZE": 50,
 }
 SPECTACULAR_SETTINGS = {
@@ -302,10 +304,10 @@ LOG_FORMAT = env.str("LOG_FORMAT", default="plain" if DEBUG else "json")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"request_id": {"()": "config.logs.RequestIdFilter"}},
+    "filters": {"request_id": {"()": "core.logs.RequestIdFilter"}},
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
-        "json": {"()": "config.logs.JsonFormatter"},
+        "json": {"()": "core.logs.JsonFormatter"},
     },
     "handlers": {
         "console": {

@@ -2,13 +2,14 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path, re_path
 
-from accounts import views as account_views
 from accounts.login import ThrottledAdminAuthenticationForm, ThrottledAuthenticationForm
-from billing import views as billing_views
-from config import errors, health
-from config import views as config_views
+from console.views import billing as billing_views
+from console.views import keys as key_views
+from console.views import staff as staff_views
+from console.views import usage as usage_views
+from core import errors, health
+from relay import scrape
 from relay import views as relay_views
-from usage import views as usage_views
 
 admin.site.site_header = "Tollgate administration"
 admin.site.site_title = "Tollgate admin"
@@ -30,12 +31,12 @@ urlpatterns = [
     # Probes.
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
-    path("metrics", config_views.metrics, name="metrics"),
+    path("metrics", scrape.metrics, name="metrics"),
     # The management API.
     path("api/", include("config.api_urls")),
     # Staff.
-    path("admin/overview/", billing_views.admin_overview, name="admin-overview"),
-    path("admin/mail/", config_views.admin_mail, name="admin-mail"),
+    path("admin/overview/", staff_views.admin_overview, name="admin-overview"),
+    path("admin/mail/", staff_views.admin_mail, name="admin-mail"),
     path("admin/", admin.site.urls),
     # The console.
     path(
@@ -46,11 +47,11 @@ urlpatterns = [
         name="login",
     ),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
-    path("", account_views.dashboard, name="dashboard"),
-    path("keys/", account_views.keys, name="keys"),
-    path("keys/<int:pk>/created/", account_views.key_created, name="key_created"),
-    path("keys/<int:pk>/edit/", account_views.key_edit, name="key_edit"),
-    path("keys/<int:pk>/revoke/", account_views.key_revoke, name="key_revoke"),
+    path("", key_views.dashboard, name="dashboard"),
+    path("keys/", key_views.keys, name="keys"),
+    path("keys/<int:pk>/created/", key_views.key_created, name="key_created"),
+    path("keys/<int:pk>/edit/", key_views.key_edit, name="key_edit"),
+    path("keys/<int:pk>/revoke/", key_views.key_revoke, name="key_revoke"),
     path("usage/", usage_views.usage_log, name="usage"),
     path("usage/export.csv", usage_views.usage_export, name="usage_export"),
     path("billing/", billing_views.billing, name="billing"),

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from billing.pricing import TokenCounts
+from core.money import TokenCounts
 
 from . import client, mock, sse
 from .errors import ApiError

@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 from django.conf import settings
 
-from billing.pricing import TokenCounts
+from core.money import TokenCounts
 
 from . import client, sse
 from .adapters import (

@@ -30,8 +30,8 @@ from django.core.handlers.exception import convert_exception_to_response
 from django.http import HttpResponse, StreamingHttpResponse
 from django.urls import set_script_prefix
 
-from config.errors import JsonErrorsMiddleware
-from config.logs import request_id
+from core.errors import JsonErrorsMiddleware
+from core.logs import request_id
 
 from . import errors
 from .adapters import FORWARDED_HEADERS

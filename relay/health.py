@@ -18,8 +18,8 @@ import uuid
 import redis
 from django.conf import settings
 
-from config import shared
-from config.threads import spawn
+from core import shared
+from core.threads import spawn
 
 COOLING_KEY = "tg:h:cooling"
 LATENCY_KEY = "tg:lat"

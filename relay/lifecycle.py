@@ -27,10 +27,10 @@ from django.db import InterfaceError, OperationalError
 from django.http import HttpResponse, StreamingHttpResponse
 
 from accounts.selectors import AuthKey
-from billing.pricing import TokenCounts, micro_to_usd
 from billing.services import hold_granted
-from config import inflight, logs
-from config.logs import request_id_from
+from core import inflight, logs
+from core.logs import request_id_from
+from core.money import TokenCounts, micro_to_usd
 from usage.models import UsageRecord
 
 from . import anthropic, errors, limits, metrics

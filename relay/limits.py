@@ -22,7 +22,7 @@ import redis
 from django.conf import settings
 
 from accounts.selectors import AuthKey
-from config import shared
+from core import shared
 
 logger = logging.getLogger("tollgate.limits")
 

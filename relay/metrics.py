@@ -40,7 +40,7 @@ from usage.models import UsageRecord
 from .models import Channel
 
 if TYPE_CHECKING:
-    from billing.pricing import TokenCounts
+    from core.money import TokenCounts
 
     from .errors import ApiError
     from .lifecycle import RelayRequest

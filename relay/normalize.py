@@ -8,7 +8,7 @@ Anthropic's ``input_tokens`` excludes ``cache_read_input_tokens`` and
 
 from typing import Any
 
-from billing.pricing import TokenCounts, micro_to_usd
+from core.money import TokenCounts, micro_to_usd
 
 
 def _count(value: Any) -> int:

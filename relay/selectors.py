@@ -3,7 +3,7 @@ from dataclasses import dataclass, field
 from django.conf import settings
 
 from billing.pricing import Price
-from config.localcache import TTLCache
+from core.localcache import TTLCache
 
 from .models import Channel
 
@@ -97,5 +97,5 @@ def channels_cached() -> list[ChannelInfo] | None:
 
 
 def channel_cache_invalidate() -> None:
-    """The channels changed: every process reloads them (see ``config.localcache``)."""
+    """The channels changed: every process reloads them (see ``core.localcache``)."""
     _channel_cache.changed()

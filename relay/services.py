@@ -1,7 +1,7 @@
 """The two database steps of a relayed request: authorise+reserve, and finish.
 
 Both run on the event loop and make one database round trip each when the
-per-process caches are warm (on PostgreSQL through ``config.adb``). A cache miss,
+per-process caches are warm (on PostgreSQL through ``core.adb``). A cache miss,
 a key with rate limits (Redis) and the rare paths (refusals, channel failures) go
 to a thread.
 """
@@ -21,7 +21,7 @@ from django.utils import timezone
 from accounts.keys import key_hash, key_is_well_formed
 from accounts.models import AutoStrategy
 from accounts.selectors import AuthKey, auth_key_cached, auth_key_get
-from billing.pricing import Price, TokenCounts
+from billing.pricing import Price
 from billing.selectors import (
     PriceBook,
     price_book,
@@ -30,7 +30,10 @@ from billing.selectors import (
     prices_in_book,
 )
 from billing.services import HoldRefused, hold_reserve_start
-from config.threads import db, db_future
+from billing.tasks import settlement_request
+from core.money import TokenCounts
+from core.threads import db, db_future
+from core.transactions import enqueue_after_commit
 from usage.models import UsageRecord
 from usage.services import (
     usage_record_finish_async,
@@ -449,6 +452,8 @@ async def relay_finish(*, request: "RelayRequest", outcome: Outcome) -> tuple[in
                 user=request.user,
                 client_ip=request.client_ip,
             )
+        if usage_id is not None:
+            settlement_request(background=True)
         await _limits_release(request, 0)
         metrics.request_ended(
             endpoint=request.endpoint.name, model=request.priced_model, outcome=outcome
@@ -490,6 +495,8 @@ async def relay_finish(*, request: "RelayRequest", outcome: Outcome) -> tuple[in
             "client_ip": request.client_ip,
         },
     )
+    # Committed: its settlement is asked for (coalesced, at most a few asks a second).
+    settlement_request(background=True)
     # Before the response: the caller's next request may need the slot or tokens.
     await _limits_release(request, tokens.total)
     metrics.request_finished(
@@ -579,14 +586,14 @@ def _channels_failed(failures: list[tuple[int, str]]) -> None:
         elif code in health.HEALTH_ERRORS:
             until = health.channel_failed(channel_id)
             if until is not None:
-                channel_health_changed.delay(channel_id, until, code)
+                enqueue_after_commit(channel_health_changed, channel_id, until, code)
 
 
 def _channel_back(channel_id: int) -> None:
     from .tasks import channel_health_changed
 
     if health.channel_recovered(channel_id):
-        channel_health_changed.delay(channel_id, None, "")
+        enqueue_after_commit(channel_health_changed, channel_id, None, "")
 
 
 def channel_disable(*, channel_id: int, reason: str) -> bool:
@@ -602,7 +609,7 @@ def channel_disable(*, channel_id: int, reason: str) -> bool:
     channel_cache_invalidate()
     if changed:
         logger.error("channel %s disabled: %s", channel_id, reason)
-        channel_alert.delay(channel_id, reason)
+        enqueue_after_commit(channel_alert, channel_id, reason)
     return bool(changed)
 
 

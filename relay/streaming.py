@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
-from billing.pricing import TokenCounts, micro_to_usd
+from core.money import TokenCounts, micro_to_usd
 from usage.models import UsageRecord
 
 from . import errors, sse

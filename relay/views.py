@@ -6,7 +6,7 @@ from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from config.threads import db
+from core.threads import db
 
 from . import errors
 from .adapters import FORWARDED_HEADERS

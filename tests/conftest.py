@@ -6,7 +6,7 @@ from django.conf import settings
 from django.db import connection
 
 from config import celery_app
-from config.localcache import clear_all
+from core.localcache import clear_all
 
 from .servers import ServerThread
 from .upstream import FakeAnthropic, FakeUpstream
@@ -23,7 +23,7 @@ def pytest_configure(config):
 @pytest.fixture(autouse=True)
 def _fresh_state():
     """Each test starts with empty per-process caches and an empty Redis database."""
-    from config import shared
+    from core import shared
     from relay import health
 
     clear_all()

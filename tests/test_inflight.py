@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from config.inflight import FileBackend, RedisBackend
+from core.inflight import FileBackend, RedisBackend
 
 
 @pytest.fixture(params=["redis", "files"])

@@ -1,6 +1,6 @@
 """The per-process cache never keeps a value loaded across a change."""
 
-from config.localcache import TTLCache
+from core.localcache import TTLCache
 
 
 def test_a_value_loaded_while_it_changed_is_returned_but_not_kept():

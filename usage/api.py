@@ -15,7 +15,7 @@ from rest_framework.pagination import CursorPagination
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 
-from accounts.api import account_ids_for, scope_to_user
+from core.access import account_ids_for, scope_to_user
 
 from .models import UsageRecord
 from .selectors import usage_csv_stream, usage_records

@@ -9,7 +9,7 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from django.db.models import Q, QuerySet
 
-from billing.pricing import micro_to_usd
+from core.money import micro_to_usd
 
 from .models import UsageRecord
 

@@ -6,7 +6,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from accounts.serializers import MICRO_USD, StaffOnlyFieldsMixin
-from billing.pricing import micro_to_usd
+from core.money import micro_to_usd
 
 from .models import UsageRecord
 

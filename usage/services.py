@@ -4,12 +4,12 @@ from datetime import UTC
 from typing import Any
 
 import orjson
-from django.db import connection, transaction
+from django.db import connection
 from django.db.models import F
 
-from config import adb
-from config.sql import fetch_one
-from config.threads import db
+from core import adb
+from core.sql import fetch_one
+from core.threads import db
 
 from .models import UsageDaily, UsageRecord
 
@@ -35,8 +35,8 @@ def _insert_statement(vendor: str | None = None) -> str:
 
 
 def usage_record_finish(**fields: Any) -> int:
-    """Write the record of a request that reached the hold and ask for settlement
-    once it is committed. Returns the record's id.
+    """Write the record of a request that reached the hold. Returns the record's id;
+    the caller asks for its settlement.
 
     One prepared INSERT: this runs for every request, and the ORM's per-call work
     for a model this wide costs more than the database does. It commits durably:
@@ -48,7 +48,6 @@ def usage_record_finish(**fields: Any) -> int:
         for f in _INSERT_FIELDS
     ]
     (usage_id,) = fetch_one(_insert_statement(), params)
-    transaction.on_commit(_request_settlement)
     return usage_id
 
 
@@ -62,9 +61,8 @@ assert all(f.column == f.attname for f in _INSERT_FIELDS)
 async def usage_record_finish_async(**fields: Any) -> int:
     """``usage_record_finish`` for the relay's event loop: on PostgreSQL, written
     with the records of other requests finishing at the same time (see
-    ``_insert_group``) on the loop's own connection (``config.adb``); elsewhere the
-    synchronous version on a database thread. Settlement is asked for once the
-    record is committed, without waiting for the ask."""
+    ``_insert_group``) on the loop's own connection (``core.adb``); elsewhere the
+    synchronous version on a database thread."""
     if not adb.enabled():
         return await db(usage_record_finish)(**fields)
     if fields.get("hold_id") is None:
@@ -93,11 +91,9 @@ async def _insert_group(records: list[dict[str, Any]]) -> list[int]:
     each value through its column's type (a value too long for its column is refused
     as by a plain INSERT): one parameter, serialised by orjson, where adapting the
     records' values one by one was a large share of the web process's time. The
-    statement is the same whatever the group's size, so it is prepared once.
-    Settlement is asked for once for the group."""
+    statement is the same whatever the group's size, so it is prepared once."""
     rows = await adb.fetch_all(_insert_group_statement(), [orjson.dumps(records).decode()])
     ids = {hold_id: usage_id for usage_id, hold_id in rows}
-    _request_settlement(background=True)
     return [ids[r["hold_id"]] for r in records]
 
 
@@ -116,20 +112,13 @@ def _usage_id_for_hold(hold_id: int) -> int | None:
     return UsageRecord.objects.filter(hold_id=hold_id).values_list("pk", flat=True).first()
 
 
-def _request_settlement(*, background: bool = False) -> None:
-    from billing.tasks import settlement_request
-
-    settlement_request(background=background)
-
-
 def usage_record_reject(**fields: Any) -> int:
     """Write the record of a request that ended with no money held for it (refused,
     or over before its hold). Returns its id. It charges nothing; settlement still
-    takes it, to count it in the daily roll-up (the overview's requests and errors)."""
+    takes it, to count it in the daily roll-up (the overview's requests and errors),
+    and the caller asks for it."""
     fields.setdefault("status", UsageRecord.Status.REJECTED)
-    record = UsageRecord.objects.create(**fields)
-    transaction.on_commit(_request_settlement)
-    return record.pk
+    return UsageRecord.objects.create(**fields).pk
 
 
 _DAILY_SUMS = (

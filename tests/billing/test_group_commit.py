@@ -9,7 +9,8 @@ from django.db import DataError, IntegrityError, connection
 from accounts.models import Account
 from billing.models import Hold, KeySpend
 from billing.services import HoldRefused, hold_reserve_async
-from config import adb
+from billing.tasks import usage_settle_pending
+from core import adb
 from tests.factories import AccountFactory, ApiKeyFactory
 from tests.relay.conftest import settle_in_flight
 from usage.models import UsageRecord
@@ -22,10 +23,12 @@ AMOUNT = 1_000
 
 @pytest.fixture(autouse=True)
 def _settled_before_flush(celery_worker_thread):
-    """The records written here ask the session's worker to settle them: it is done
-    before the tables are emptied for the next test (a settlement running during the
-    flush deadlocks with it)."""
+    """The records written here are settled by the session's worker (the relay asks
+    for that after writing a record; these tests write records themselves, so they
+    ask), and it is done before the tables are emptied for the next test (a
+    settlement running during the flush deadlocks with it)."""
     yield
+    usage_settle_pending.delay()
     settle_in_flight()
 
 

@@ -2,7 +2,8 @@ from decimal import Decimal
 
 import pytest
 
-from billing.pricing import Price, TokenCounts, micro_to_usd, per_m_to_pico, usd_to_micro
+from billing.pricing import Price
+from core.money import TokenCounts, micro_to_usd, per_m_to_pico, usd_to_micro
 
 
 def price(**kw):

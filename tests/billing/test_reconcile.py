@@ -121,7 +121,7 @@ def test_the_beat_task_tells_the_staff(books):
 
 
 def test_a_hold_left_open_with_no_request_in_flight_is_reported(books):
-    from config import inflight
+    from core import inflight
 
     Hold.objects.filter(request_id="open").update(created_at=timezone.now() - timedelta(minutes=10))
     breaches = ledger_check()

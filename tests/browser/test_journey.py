@@ -15,8 +15,8 @@ from playwright.sync_api import expect, sync_playwright
 from accounts.models import ApiKey
 from accounts.services import membership_add
 from billing.models import Transaction
-from billing.pricing import micro_to_usd
 from billing.statements import statement_generate
+from core.money import micro_to_usd
 from tests.billing.helpers import backdate
 from tests.conftest import wait_for
 from tests.factories import UserFactory

@@ -11,8 +11,9 @@ import orjson
 import pytest
 
 from accounts.models import Account
-from billing.pricing import Price, TokenCounts
+from billing.pricing import Price
 from billing.reconcile import ledger_check
+from core.money import TokenCounts
 from relay.tokens import count_messages, count_text
 from tests.conftest import wait_for
 from tests.factories import AccountFactory, ApiKeyFactory, ChannelFactory, ModelPriceFactory

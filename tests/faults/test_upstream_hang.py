@@ -8,8 +8,9 @@ import orjson
 import pytest
 
 from billing.models import Hold
-from billing.pricing import Price, TokenCounts
+from billing.pricing import Price
 from billing.reconcile import ledger_check
+from core.money import TokenCounts
 from relay.selectors import channel_cache_invalidate
 from relay.tokens import count_messages, count_text
 from tests.conftest import wait_for

@@ -23,6 +23,7 @@ from billing.models import Hold
 from billing.reconcile import ledger_check
 from tests.conftest import wait_for
 from tests.factories import AccountFactory, ApiKeyFactory, ChannelFactory, ModelPriceFactory
+from tests.relay.conftest import settle_in_flight
 from usage.models import UsageRecord
 
 from .conftest import test_database_url
@@ -42,6 +43,8 @@ def setup(transactional_db, celery_worker_thread, tmp_path):
         yield account, gateway
     finally:
         gateway.stop()
+        # The worker may still be settling: the flush after the test must not race it.
+        settle_in_flight()
 
 
 def _request(secret: str, body: dict, request_id: str) -> tuple[bytes, bytes]:
@@ -211,6 +214,7 @@ def test_requests_the_server_stops_at_shutdown_end_with_their_record(
     finally:
         gateway.stop()
     wait_for(_quiet, timeout=30, interval=0.2)
+    settle_in_flight()
     records = {r.request_id: r for r in UsageRecord.objects.all()}
     assert set(records) == {"stopped-plain", "stopped-stream"}
     for record in records.values():

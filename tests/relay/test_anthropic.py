@@ -7,7 +7,8 @@ import openai
 import orjson
 import pytest
 
-from billing.pricing import Price, TokenCounts, micro_to_usd
+from billing.pricing import Price
+from core.money import TokenCounts, micro_to_usd
 from relay import anthropic as tr
 from relay.models import Channel
 from relay.selectors import channel_cache_invalidate

@@ -7,7 +7,7 @@ import openai
 import pytest
 
 from billing.models import Entry, Hold, LedgerAccount, Transaction
-from billing.pricing import micro_to_usd
+from core.money import micro_to_usd
 from relay import mock
 from relay.tokens import count_messages
 from tests.conftest import wait_for

@@ -9,9 +9,10 @@ from django.utils import timezone
 
 from accounts.models import Account
 from billing.models import Hold, KeySpend
-from billing.services import HoldRefused, _hold_reserve_portable, hold_reserve
+from billing.services import HoldRefused
+from billing.services.holds import PortableHolds, PostgresHolds
 from billing.tasks import usage_settle_pending
-from config import shared
+from core import shared
 from relay import limits
 from tests.conftest import wait_for
 from tests.factories import AccountFactory, ApiKeyFactory, PriceGroupFactory
@@ -138,7 +139,9 @@ def test_daily_spend_limit_holds_under_concurrency(relay_env, upstream):
 
 
 @pytest.mark.parametrize(
-    "reserve", [hold_reserve, _hold_reserve_portable], ids=["postgres-function", "portable"]
+    "reserve",
+    [PostgresHolds().reserve, PortableHolds.reserve],
+    ids=["postgres-function", "portable"],
 )
 @pytest.mark.django_db(transaction=True)
 def test_both_reservation_paths_apply_the_same_rules(reserve):

@@ -1,4 +1,4 @@
-from billing.pricing import TokenCounts
+from core.money import TokenCounts
 from relay.normalize import tokens_from_anthropic, tokens_from_openai, usage_payload
 
 

@@ -5,8 +5,9 @@ from decimal import Decimal
 
 from django.utils import timezone
 
-from billing.pricing import Price, TokenCounts
+from billing.pricing import Price
 from billing.services import model_price_set
+from core.money import TokenCounts
 from tests.conftest import wait_for
 from tests.relay.conftest import chat
 from usage.models import UsageRecord

@@ -7,7 +7,8 @@ import openai
 import orjson
 
 from billing.models import Transaction
-from billing.pricing import Price, TokenCounts, micro_to_usd
+from billing.pricing import Price
+from core.money import TokenCounts, micro_to_usd
 from relay.tokens import count_messages, count_text
 from tests.conftest import wait_for
 from tests.factories import ChannelFactory
@@ -400,7 +401,7 @@ def test_request_fields_pass_through_to_the_upstream_streaming_and_not(relay_env
 def test_a_long_stream_vouches_for_its_hold_while_it_runs(relay_env, upstream, settings):
     from billing.models import Hold
     from billing.reconcile import ledger_check
-    from config.inflight import holds_in_flight
+    from core.inflight import holds_in_flight
 
     settings.TOLLGATE = {**settings.TOLLGATE, "STALE_HOLD_SECONDS": 0}
     upstream.then(chunk_delay=0.2)  # an 8 s stream

@@ -11,7 +11,7 @@ raises anything else, which would fail the request inside the gateway.
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from billing.pricing import TokenCounts
+from core.money import TokenCounts
 from relay import anthropic as tr
 from relay.adapters import UpstreamStreamError
 from relay.errors import ApiError

@@ -3,8 +3,8 @@ from datetime import datetime
 from django.core.management.base import BaseCommand, CommandError
 
 from accounts.models import Account
-from billing.pricing import micro_to_usd
 from billing.statements import month_closed, statement_generate
+from core.money import micro_to_usd
 
 
 class Command(BaseCommand):

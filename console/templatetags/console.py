@@ -1,7 +1,7 @@
 from django import template
 from django.utils.html import format_html
 
-from billing.pricing import micro_to_usd
+from core.money import micro_to_usd
 
 register = template.Library()
 

@@ -1,7 +1,7 @@
 """Cache invalidation across processes, through Redis publish/subscribe.
 
 A change (a key revoked, a price published, a channel edited) is published on one
-Redis channel once committed; every process that caches (``config.localcache``)
+Redis channel once committed; every process that caches (``core.localcache``)
 listens on a thread of its own and drops the named entry as the message arrives,
 so the change holds everywhere within milliseconds instead of after a TTL. A
 listener that loses Redis drops everything it caches when it is back (it may have

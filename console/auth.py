@@ -8,7 +8,7 @@ from django.contrib.auth.models import User
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
-from .selectors import account_for_user
+from accounts.selectors import account_for_user
 
 
 def signed_in(request: HttpRequest) -> User:

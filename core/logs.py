@@ -1,7 +1,7 @@
 """Structured logs: one JSON object per line, carrying the request id.
 
 The request id lives in a context variable, set by the relay for ``/v1/*`` and by
-``config.middleware.RequestIdMiddleware`` for every other request, so any log line
+``core.middleware.RequestIdMiddleware`` for every other request, so any log line
 written while serving a request names it without passing it around. What is logged
 is chosen at each call site: ids, statuses, amounts and timings, never a prompt, a
 completion or a key."""

@@ -46,6 +46,15 @@ class Command(BaseCommand):
         state = json.loads(state_path.read_text()) if state_path.exists() else {}
         with transaction.atomic():
             state = self._seed(state)
+        # Its own durable posting, after the seed; idempotent, so a run that stopped
+        # in between credits the account on the next run, once.
+        demo = Account.objects.get(name="Demo")
+        account_credit(
+            account=demo,
+            amount=DEMO_CREDIT,
+            memo="Demo credit",
+            idempotency_key=f"demo-credit:{demo.pk}",
+        )
         state_path.parent.mkdir(parents=True, exist_ok=True)
         state_path.write_text(json.dumps(state, indent=2))
         state_path.chmod(0o600)
@@ -105,12 +114,6 @@ class Command(BaseCommand):
         account = Account.objects.filter(name="Demo").first()
         if account is None:
             account = account_create(name="Demo", price_group=group)
-            account_credit(
-                account=account,
-                amount=DEMO_CREDIT,
-                memo="Demo credit",
-                idempotency_key=f"demo-credit:{account.pk}",
-            )
         if not User.objects.filter(username="demo").exists():
             state["demo_password"] = secrets.token_urlsafe(9)
             user = User.objects.create_user("demo", "demo@example.com", state["demo_password"])

@@ -5,13 +5,12 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
+from accounts.models import Account, ApiKey
+from accounts.services import KeyPolicyError, api_key_create, api_key_revoke, api_key_update
 from billing.selectors import prices_current
+from console.auth import member_required, signed_in
+from console.forms import ApiKeyForm
 from usage.reports import daily_spend_by_model, recent_requests, spend_totals
-
-from .console import member_required, signed_in
-from .forms import ApiKeyForm
-from .models import Account, ApiKey
-from .services import KeyPolicyError, api_key_create, api_key_revoke, api_key_update
 
 _NEW_SECRET = "tollgate-new-key"  # noqa: S105 - a session key name, not a secret
 

@@ -9,11 +9,10 @@ from django.db.models import Q
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import render
 
-from accounts.console import member_required
 from accounts.models import Account
-
-from .models import UsageRecord
-from .selectors import usage_csv_stream, usage_records
+from console.auth import member_required
+from usage.models import UsageRecord
+from usage.selectors import usage_csv_stream, usage_records
 
 PAGE_SIZE = 50
 

@@ -3,7 +3,7 @@
 Keys, prices and channels are read on every request; keeping them in process
 memory saves a database round trip each time. A write through the services calls
 ``changed``: this process drops its entry at once and again after the write's
-commit, and every other process is told through Redis (``config.invalidation``)
+commit, and every other process is told through Redis (``core.invalidation``)
 and drops it within milliseconds. The TTL only bounds how stale an entry can get
 while Redis is unreachable.
 

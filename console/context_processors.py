@@ -1,6 +1,6 @@
 from django.utils.functional import SimpleLazyObject
 
-from .selectors import account_for_user
+from accounts.selectors import account_for_user
 
 
 def console(request):

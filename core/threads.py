@@ -11,7 +11,7 @@ from typing import Any, ParamSpec, TypeVar
 from django.conf import settings
 from django.db import connection
 
-from config import adb
+from core import adb
 
 logger = logging.getLogger("tollgate.relay")
 

@@ -14,7 +14,7 @@ group instead of once per request, and the web process makes one round trip for
 all of them. A request alone still goes at once.
 
 Everything else (the ORM, SQLite in the embedded mode, cache misses) still goes
-through Django on ``config.threads``. Database errors are raised as Django's, so callers
+through Django on ``core.threads``. Database errors are raised as Django's, so callers
 handle one family of exceptions whichever path ran.
 """
 

@@ -3,10 +3,9 @@ from decimal import Decimal
 
 from django import forms
 
-from billing.pricing import COUNT_MAX, micro_to_usd, usd_to_micro
-
-from .models import ApiKey
-from .services import KeyPolicyError
+from accounts.models import ApiKey
+from accounts.services import KeyPolicyError
+from core.money import COUNT_MAX, micro_to_usd, usd_to_micro
 
 
 class DateTimeLocalInput(forms.DateTimeInput):
@@ -118,3 +117,24 @@ class ApiKeyForm(forms.Form):
             "expires_at": key.expires_at,
             "ip_allowlist": "\n".join(key.ip_allowlist),
         }
+
+
+class RedeemForm(forms.Form):
+    code = forms.CharField(
+        label="Redemption code",
+        max_length=40,
+        widget=forms.TextInput(
+            attrs={"placeholder": "TG-XXXX-XXXX-XXXX-XXXX", "autocomplete": "off"}
+        ),
+    )
+
+
+class LowBalanceForm(forms.Form):
+    threshold = forms.DecimalField(
+        label="Email me when the balance falls below (USD)",
+        required=False,
+        min_value=Decimal(0),
+        max_digits=14,
+        decimal_places=6,
+        help_text="Empty: no alert. One email each time the balance crosses it.",
+    )
