@@ -72,8 +72,9 @@ def _cfg(name: str) -> float:
     return float(settings.TOLLGATE[name])
 
 
-class _Local:
-    """Process-memory state: the embedded mode, and a fallback while Redis is down."""
+class MemoryHealth:
+    """Channel health in process memory: the embedded run, and every process's
+    fallback while Redis is unreachable."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -105,8 +106,48 @@ class _Local:
             self.failures[channel_id] = recent
             return None
 
+    def recovered(self, channel_id: int) -> None:
+        with self.lock:
+            self.cooling.pop(channel_id, None)
 
-_local = _Local()
+    def cooling_state(self) -> dict[int, tuple[float, int]]:
+        return dict(self.cooling)
+
+
+class RedisHealth:
+    """Channel health shared by every web process: failures counted and cool-downs
+    kept in Redis by one Lua script. Raises ``redis.RedisError`` while Redis is
+    unreachable (the caller falls back to this process's memory)."""
+
+    def failed(self, channel_id: int) -> float | None:
+        result = _FAILED(
+            [COOLING_KEY, f"tg:h:fail:{channel_id}"],
+            [
+                channel_id,
+                uuid.uuid4().hex,
+                int(_cfg("HEALTH_FAILURES")),
+                int(_cfg("HEALTH_WINDOW") * 1000),
+                int(_cfg("HEALTH_COOLDOWN") * 1000),
+                int(_cfg("HEALTH_COOLDOWN_MAX") * 1000),
+            ],
+        )
+        return float(result[1]) if int(result[0]) else None
+
+    def recovered(self, channel_id: int) -> None:
+        conn = shared.client()
+        if conn is None:
+            raise redis.ConnectionError("redis unavailable")
+        conn.hdel(COOLING_KEY, str(channel_id))
+
+    def cooling_state(self) -> dict[int, tuple[float, int]]:
+        conn = shared.client()
+        if conn is None:
+            raise redis.ConnectionError("redis unavailable")
+        return _parse_cooling(conn.hgetall(COOLING_KEY))  # type: ignore[arg-type]
+
+
+_local = MemoryHealth()
+_shared = RedisHealth()
 _snapshot: tuple[float, dict[int, tuple[float, int]]] = (0.0, {})
 _latency_snapshot: tuple[float, dict[str, float]] = (0.0, {})
 
@@ -129,13 +170,13 @@ def cooling() -> dict[int, tuple[float, int]]:
     now = time.monotonic()
     if now - _snapshot[0] < _SNAPSHOT_SECONDS:
         return _snapshot[1]
-    state = dict(_local.cooling)
-    conn = shared.client()
-    if conn is not None:
+    state = _local.cooling_state()
+    if settings.REDIS_URL:
         try:
-            state.update(_parse_cooling(conn.hgetall(COOLING_KEY)))
+            state.update(_shared.cooling_state())
         except redis.RedisError as exc:
-            shared.failed(exc)
+            if shared.client() is not None:
+                shared.failed(exc)
     _snapshot = (now, state)
     return state
 
@@ -155,23 +196,12 @@ def channel_failed(channel_id: int) -> float | None:
     """Count a failure; returns the cool-down end (epoch ms) if the channel now cools down."""
     global _snapshot
     until = None
-    conn = shared.client()
-    if conn is not None:
+    if settings.REDIS_URL:
         try:
-            result = _FAILED(
-                [COOLING_KEY, f"tg:h:fail:{channel_id}"],
-                [
-                    channel_id,
-                    uuid.uuid4().hex,
-                    int(_cfg("HEALTH_FAILURES")),
-                    int(_cfg("HEALTH_WINDOW") * 1000),
-                    int(_cfg("HEALTH_COOLDOWN") * 1000),
-                    int(_cfg("HEALTH_COOLDOWN_MAX") * 1000),
-                ],
-            )
-            until = float(result[1]) if int(result[0]) else None
+            until = _shared.failed(channel_id)
         except redis.RedisError as exc:
-            shared.failed(exc)
+            if shared.client() is not None:
+                shared.failed(exc)
             until = _local.failed(channel_id)
     else:
         until = _local.failed(channel_id)
@@ -185,14 +215,13 @@ def channel_recovered(channel_id: int) -> bool:
     global _snapshot
     if channel_id not in cooling():
         return False
-    with _local.lock:
-        _local.cooling.pop(channel_id, None)
-    conn = shared.client()
-    if conn is not None:
+    _local.recovered(channel_id)
+    if settings.REDIS_URL:
         try:
-            conn.hdel(COOLING_KEY, str(channel_id))
+            _shared.recovered(channel_id)
         except redis.RedisError as exc:
-            shared.failed(exc)
+            if shared.client() is not None:
+                shared.failed(exc)
     _snapshot = (0.0, {})
     return True
 

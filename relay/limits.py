@@ -163,10 +163,28 @@ def applies(key: AuthKey) -> bool:
     )
 
 
+class RedisLimits:
+    """Limits shared by every web process: one Lua script each way. Raises
+    ``redis.RedisError`` while Redis is unreachable (the caller fails open)."""
+
+    def admit(self, keys: list[str], args: list) -> list:
+        return _ADMIT(keys, args)
+
+    def release(self, keys: list[str], args: list) -> None:
+        _RELEASE(keys, args)
+
+
+def _backend() -> "RedisLimits | MemoryLimits":
+    # Chosen by the configuration: the embedded run (no REDIS_URL) has one process,
+    # whose memory holds its limits.
+    return _redis if settings.REDIS_URL else _memory
+
+
 def admit(*, key: AuthKey, request_id: str, tokens: int) -> Admission | None:
     """Take one request and ``tokens`` from the key's and account's limits.
 
-    Returns None when no limit applies; raises RateLimited when one is exceeded."""
+    Returns None when no limit applies (or Redis is unreachable: rate limits fail
+    open); raises RateLimited when one is exceeded."""
     if not applies(key):
         return None
     rpm = key.rpm_limit or 0
@@ -176,13 +194,7 @@ def admit(*, key: AuthKey, request_id: str, tokens: int) -> Admission | None:
     args = [rpm, tpm, tokens, kc, ac, request_id, STALE_MS]
     keys = _keys(key.id, key.account_id)
     try:
-        if shared.client() is None:
-            if not settings.REDIS_URL:
-                result = _local.admit(keys, args)
-            else:
-                return None  # Redis is down: rate limits fail open
-        else:
-            result = _ADMIT(keys, args)
+        result = _backend().admit(keys, args)
     except redis.RedisError as exc:
         shared.failed(exc)
         return None
@@ -212,20 +224,17 @@ def release(admission: Admission | None, *, tokens_used: int) -> None:
     if not (refund or admission.concurrency):
         return
     keys = _keys(admission.key_id, admission.account_id)
-    args = [refund, admission.tpm, admission.request_id]
-    release_keys = [keys[1], keys[2], keys[3]]
     try:
-        if shared.client() is None:
-            if not settings.REDIS_URL:
-                _local.release(release_keys, args)
-            return
-        _RELEASE(release_keys, args)
+        _backend().release(
+            [keys[1], keys[2], keys[3]], [refund, admission.tpm, admission.request_id]
+        )
     except redis.RedisError as exc:
         shared.failed(exc)
 
 
-class _LocalLimiter:
-    """The same algorithms in process memory, for the embedded single-process mode."""
+class MemoryLimits:
+    """The same algorithms in process memory, for the embedded single-process run
+    (tests/relay/test_limits.py drives both backends with one sequence)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -298,4 +307,5 @@ class _LocalLimiter:
             self._inflight.get(keys[2], {}).pop(rid, None)
 
 
-_local = _LocalLimiter()
+_redis = RedisLimits()
+_memory = MemoryLimits()

@@ -134,29 +134,37 @@ _DAILY_SUMS = (
 )
 
 
-def usage_daily_add(*, records: Sequence[Mapping[str, Any]]) -> None:
-    """Fold settled records into the daily roll-up (one upsert per day, account, key,
-    model and channel). Runs inside the settlement's transaction."""
-    totals: dict[tuple, list[int]] = {}
-    for r in records:
-        day = r["created_at"].astimezone(UTC).date()
-        dims = (
-            day,
-            r["account_id"],
-            r["api_key_id"],
-            r["model_served"] or r["model_requested"],
-            r["channel_id"],
-        )
-        row = totals.setdefault(dims, [0] * len(_DAILY_SUMS))
-        row[0] += 1
-        row[1] += r["status"] != UsageRecord.Status.SUCCESS
-        for i, name in enumerate(_DAILY_SUMS[2:], start=2):
-            row[i] += r[name]
-    if not totals:
-        return
-    if connection.vendor != "postgresql":
-        # SQLite has no NULLS NOT DISTINCT to upsert on; it serialises writers, so
-        # update-or-create is safe there.
+def _by_text(item: tuple[tuple, list[int]]) -> str:
+    # One order for every upsert batch: concurrent settlements take rows alike.
+    return str(item[0])
+
+
+class PostgresRollup:
+    """One upsert per (day, account, key, model, channel), NULLs counted as equal."""
+
+    def add(self, totals: dict[tuple, list[int]]) -> None:
+        table = UsageDaily._meta.db_table
+        columns = ", ".join(_DAILY_SUMS)
+        updates = ", ".join(f"{c} = {table}.{c} + excluded.{c}" for c in _DAILY_SUMS)
+        placeholders = ", ".join(["%s"] * (5 + len(_DAILY_SUMS)))
+        with connection.cursor() as cursor:
+            cursor.executemany(
+                f"INSERT INTO {table} (day, account_id, api_key_id, model, channel_id, {columns}) "  # noqa: S608
+                f"VALUES ({placeholders}) "
+                "ON CONFLICT (day, account_id, api_key_id, model, channel_id) "
+                f"DO UPDATE SET {updates}",
+                [
+                    (*dims, *sums)
+                    for dims, sums in sorted(totals.items(), key=lambda kv: str(kv[0]))
+                ],
+            )
+
+
+class PortableRollup:
+    """The same sums by update-or-create, for SQLite: it has no NULLS NOT DISTINCT to
+    upsert on, and serialises writers, so the read-then-write is safe there."""
+
+    def add(self, totals: dict[tuple, list[int]]) -> None:
         for (day, account_id, key_id, model, channel_id), sums in totals.items():
             existing = UsageDaily.objects.filter(
                 day=day,
@@ -174,15 +182,34 @@ def usage_daily_add(*, records: Sequence[Mapping[str, Any]]) -> None:
                     channel_id=channel_id,
                     **dict(zip(_DAILY_SUMS, sums, strict=True)),
                 )
-        return
-    table = UsageDaily._meta.db_table
-    columns = ", ".join(_DAILY_SUMS)
-    updates = ", ".join(f"{c} = {table}.{c} + excluded.{c}" for c in _DAILY_SUMS)
-    placeholders = ", ".join(["%s"] * (5 + len(_DAILY_SUMS)))
-    with connection.cursor() as cursor:
-        cursor.executemany(
-            f"INSERT INTO {table} (day, account_id, api_key_id, model, channel_id, {columns}) "  # noqa: S608
-            f"VALUES ({placeholders}) ON CONFLICT (day, account_id, api_key_id, model, channel_id) "
-            f"DO UPDATE SET {updates}",
-            [(*dims, *sums) for dims, sums in sorted(totals.items(), key=lambda kv: str(kv[0]))],
+
+
+def rollup_backend() -> PostgresRollup | PortableRollup:
+    """The roll-up for this process's database (tests/usage: one batch drives both)."""
+    return _POSTGRES if connection.vendor == "postgresql" else _PORTABLE
+
+
+_POSTGRES = PostgresRollup()
+_PORTABLE = PortableRollup()
+
+
+def usage_daily_add(*, records: Sequence[Mapping[str, Any]]) -> None:
+    """Fold settled records into the daily roll-up (one row per day, account, key,
+    model and channel). Runs inside the settlement's transaction."""
+    totals: dict[tuple, list[int]] = {}
+    for r in records:
+        day = r["created_at"].astimezone(UTC).date()
+        dims = (
+            day,
+            r["account_id"],
+            r["api_key_id"],
+            r["model_served"] or r["model_requested"],
+            r["channel_id"],
         )
+        row = totals.setdefault(dims, [0] * len(_DAILY_SUMS))
+        row[0] += 1
+        row[1] += r["status"] != UsageRecord.Status.SUCCESS
+        for i, name in enumerate(_DAILY_SUMS[2:], start=2):
+            row[i] += r[name]
+    if totals:
+        rollup_backend().add(totals)

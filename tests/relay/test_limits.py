@@ -239,3 +239,49 @@ def test_local_limiter_for_the_embedded_mode_follows_the_same_rules(settings):
     with pytest.raises(limits.RateLimited) as exc:
         limits.admit(key=key, request_id="r4", tokens=1)
     assert exc.value.reason == "requests"
+
+
+def test_the_redis_and_memory_limit_backends_answer_one_sequence_alike():
+    """The production backend (Redis, one Lua script) and the embedded one (process
+    memory) take the same admissions and releases to the same outcomes."""
+    sequence = [
+        # (request id, tokens) admitted, or ("release", request id, tokens unused)
+        ("admit", "a", 300),
+        ("admit", "b", 300),  # concurrency 2: refused until a slot is given back
+        ("admit", "c", 100),
+        ("release", "a", 200),
+        ("admit", "d", 500),
+        ("admit", "e", 400),  # over the token rate
+        ("release", "b", 0),
+        ("release", "d", 0),
+        ("admit", "f", 50),
+        ("admit", "g", 50),  # over the request rate
+    ]
+
+    def run(backend, prefix):
+        keys = [f"{prefix}:rpm", f"{prefix}:tpm", f"{prefix}:kc", f"{prefix}:ac"]
+        outcomes = []
+        for step in sequence:
+            if step[0] == "admit":
+                _, rid, tokens = step
+                result = backend.admit(keys, [4, 1000, tokens, 2, 0, rid, limits.STALE_MS])
+                reason = result[1].decode() if isinstance(result[1], bytes) else result[1]
+                outcomes.append((rid, int(result[0]), reason, int(result[3])))
+            else:
+                _, rid, refund = step
+                backend.release(keys[1:], [refund, 1000, rid])
+        return outcomes
+
+    shared.reset()
+    redis_outcomes = run(limits.RedisLimits(), "tg:test:equiv")
+    memory_outcomes = run(limits.MemoryLimits(), "tg:test:equiv")
+    assert redis_outcomes == memory_outcomes
+    assert [o[2] for o in redis_outcomes] == [
+        "",
+        "",
+        "key_concurrency",
+        "",
+        "tokens",
+        "",
+        "requests",
+    ]

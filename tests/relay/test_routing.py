@@ -1,6 +1,7 @@
 """Several channels behind one model: priority, weights, failover, health, auto."""
 
 import random
+import time
 from collections import Counter
 
 import pytest
@@ -293,3 +294,32 @@ def test_auto_respects_the_keys_allowed_models(relay_env, auto_env):
     key = ApiKeyFactory(account=relay_env.account, allowed_models=["big-model"])
     response = relay_env.post({**chat(), "model": "auto"}, key=key.secret)
     assert record_for(response).model_served == "big-model"
+
+
+def test_the_redis_and_memory_health_backends_answer_one_sequence_alike(settings):
+    """Channel health in Redis (every web process) and in memory (the embedded run,
+    and the fallback while Redis is down) cool a channel down, keep it out, back
+    off after a failed probe and bring it back at the same steps."""
+    settings.TOLLGATE = {
+        **settings.TOLLGATE,
+        "HEALTH_FAILURES": 3,
+        "HEALTH_WINDOW": 60,
+        "HEALTH_COOLDOWN": 0.2,
+        "HEALTH_COOLDOWN_MAX": 10,
+    }
+
+    def run(backend, channel_id):
+        steps = []
+        for _ in range(4):  # the third failure cools it down; the fourth finds it out
+            steps.append(backend.failed(channel_id) is not None)
+        steps.append(backend.cooling_state()[channel_id][1])  # level 0
+        time.sleep(0.25)  # the cool-down is over: half-open
+        steps.append(backend.failed(channel_id) is not None)  # the probe failed: longer
+        steps.append(backend.cooling_state()[channel_id][1])  # level 1
+        backend.recovered(channel_id)
+        steps.append(channel_id in backend.cooling_state())
+        return steps
+
+    shared_steps = run(health.RedisHealth(), 901)
+    memory_steps = run(health.MemoryHealth(), 901)
+    assert shared_steps == memory_steps == [False, False, True, False, 0, True, 1, False]
