@@ -41,9 +41,16 @@ def client() -> redis.Redis | None:
     return conn
 
 
+class Skipped(redis.ConnectionError):
+    """Redis was not asked: it failed a moment ago (see ``failed``)."""
+
+
 def failed(exc: Exception) -> None:
-    """Note a Redis failure: skip Redis for a moment."""
+    """Note a Redis failure: skip Redis for a moment. A call that was skipped is not
+    a new failure: counting it would keep a busy process off Redis for good."""
     global _down_until
+    if isinstance(exc, Skipped):
+        return
     first = time.monotonic() >= _down_until
     _down_until = time.monotonic() + _BACKOFF_SECONDS
     if first:
@@ -66,7 +73,7 @@ class Script:
     def __call__(self, keys: list[str], args: list[Any]) -> Any:
         conn = client()
         if conn is None:
-            raise redis.ConnectionError("redis unavailable")
+            raise Skipped("redis unavailable")
         script = self._scripts.get(id(conn))
         if script is None:
             script = self._scripts[id(conn)] = conn.register_script(self.source)
