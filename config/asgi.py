@@ -101,8 +101,8 @@ if settings.CELERY_TASK_ALWAYS_EAGER:
 async def _lifespan(receive, send) -> None:
     from billing.tasks import settlement_flush
     from core import adb, threads
-    from relay.client import close_sessions
     from relay.lifecycle import endings_done
+    from relay.providers.client import close_sessions
 
     while True:
         message = await receive()

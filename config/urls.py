@@ -1,6 +1,6 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.urls import include, path, re_path
+from django.urls import include, path
 
 from accounts.login import ThrottledAdminAuthenticationForm, ThrottledAuthenticationForm
 from console.views import billing as billing_views
@@ -9,7 +9,6 @@ from console.views import staff as staff_views
 from console.views import usage as usage_views
 from core import errors, health
 from relay import scrape
-from relay import views as relay_views
 
 admin.site.site_header = "Tollgate administration"
 admin.site.site_title = "Tollgate admin"
@@ -23,11 +22,7 @@ handler500 = errors.handler500
 
 urlpatterns = [
     # The relay: OpenAI- and Anthropic-compatible, key-authenticated.
-    path("v1/chat/completions", relay_views.chat_completions),
-    path("v1/messages", relay_views.messages),
-    path("v1/embeddings", relay_views.embeddings),
-    path("v1/models", relay_views.models),
-    re_path(r"^v1/", errors.relay_not_found),
+    path("", include("relay.urls")),
     # Probes.
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),

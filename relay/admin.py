@@ -2,9 +2,10 @@ from django import forms
 from django.contrib import admin
 from django.utils.html import format_html
 
+from .channels import channel_create, channel_update
 from .models import Channel
+from .providers import provider_for
 from .selectors import channel_cache_invalidate, channel_models_without_cost
-from .services import channel_create, channel_update
 
 
 class ChannelForm(forms.ModelForm):
@@ -65,7 +66,7 @@ class ChannelAdmin(admin.ModelAdmin):
                 '<strong style="color:#b35c00">Missing for {}: margin overstated</strong>',
                 ", ".join(missing),
             )
-        return "Not needed (built-in mock)" if obj.type == Channel.Type.MOCK else "Set"
+        return "Set" if provider_for(obj.type).charges else "Not needed (it charges nothing)"
 
     @admin.display(boolean=True, description="Key set")
     def has_key(self, obj: Channel) -> bool:

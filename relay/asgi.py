@@ -9,7 +9,7 @@ session, cookie or CSRF, and do their database work on their own threads, which
 manage their connections. So this handler keeps Django's request parsing, URL
 resolution, error handling and disconnect handling, and drops the rest.
 
-The POSTs to the three relayed endpoints go further: they are answered straight
+The POSTs to the relayed endpoints (one per dialect) go further: they are answered straight
 from the ASGI scope (``relay.lifecycle.serve``) without a Django request, URL
 resolution or handler chain, and the response is written to the server directly.
 Everything else under ``/v1/`` (``/v1/models``, a wrong method, an unknown path)
@@ -34,19 +34,11 @@ from core.errors import JsonErrorsMiddleware
 from core.logs import request_id
 
 from . import errors
-from .adapters import FORWARDED_HEADERS
+from .dialects import BY_PATH, Dialect
 from .lifecycle import CLIENT_GONE, serve
-from .services import CHAT, EMBEDDINGS, MESSAGES, Endpoint
-from .views import key_for
+from .providers import FORWARDED_HEADERS
 
 logger = logging.getLogger("tollgate.relay")
-
-# The endpoints answered straight from the ASGI scope, by path.
-RELAYED = {
-    "/v1/chat/completions": CHAT,
-    "/v1/embeddings": EMBEDDINGS,
-    "/v1/messages": MESSAGES,
-}
 
 
 def _headers(scope) -> dict[bytes, bytes]:
@@ -123,10 +115,10 @@ class RelayASGIHandler(ASGIHandler):
             body_file = await self.read_body(receive)
         except RequestAborted:
             return
-        endpoint = RELAYED.get(scope["path"]) if scope["method"] == "POST" else None
-        if endpoint is not None and not scope.get("root_path"):
+        dialect = BY_PATH.get(scope["path"]) if scope["method"] == "POST" else None
+        if dialect is not None and not scope.get("root_path"):
             await self._watching_disconnect(
-                receive, self._relay(endpoint, scope, body_file.getvalue(), send)
+                receive, self._relay(dialect, scope, body_file.getvalue(), send)
             )
             return
         set_script_prefix(self.get_script_prefix(scope))
@@ -148,17 +140,15 @@ class RelayASGIHandler(ASGIHandler):
         await self._watching_disconnect(receive, process_request())
         body_file.close()
 
-    async def _relay(self, endpoint: Endpoint, scope, body: bytes, send) -> None:
+    async def _relay(self, dialect: Dialect, scope, body: bytes, send) -> None:
         headers = _headers(scope)
         limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
         too_large = limit is not None and (len(body) > limit or _declared_length(headers) > limit)
         client = scope.get("client")
         response = await serve(
-            endpoint,
+            dialect,
             method="POST",
-            raw_key=key_for(
-                endpoint, _header(headers, b"authorization"), _header(headers, b"x-api-key")
-            ),
+            raw_key=dialect.key(_header(headers, b"authorization"), _header(headers, b"x-api-key")),
             raw_body=None if too_large else body,
             client_ip=client[0] if client else None,
             supplied_request_id=_header(headers, b"x-request-id"),

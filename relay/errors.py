@@ -1,23 +1,10 @@
-"""OpenAI-shaped errors: ``{"error": {"message", "type", "param", "code"}}``."""
+"""The relay's errors: ``{"error": {"message", "type", "param", "code"}}`` (OpenAI's shape;
+a dialect may write them in its own, see ``relay.dialects``)."""
 
 from typing import Any
 
 import orjson
 from django.http import HttpResponse
-
-ANTHROPIC_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    405: "invalid_request_error",
-    413: "request_too_large",
-    429: "rate_limit_error",
-    500: "api_error",
-    502: "api_error",
-    503: "overloaded_error",
-    504: "timeout_error",
-}
 
 
 class ApiError(Exception):
@@ -49,19 +36,15 @@ class ApiError(Exception):
             }
         }
 
-    def anthropic_payload(self) -> dict[str, Any]:
-        """The same error in the Anthropic API's shape (for ``/v1/messages``)."""
-        kind = ANTHROPIC_TYPES.get(self.status, "api_error")
-        if self.status == 403 and self.type == "billing_error":
-            kind = "billing_error"
-        # Anthropic's errors have no ``param``: they name the field in the message.
-        message = f"{self.param}: {self.message}" if self.param else self.message
-        return {"type": "error", "error": {"type": kind, "message": message}}
-
-    def response(self, request_id: str | None = None, *, anthropic: bool = False) -> HttpResponse:
-        payload = self.anthropic_payload() if anthropic else self.payload()
+    def response(
+        self, request_id: str | None = None, *, payload: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        """The error as a JSON response: ``payload`` in a dialect's own shape, or
+        OpenAI's."""
         resp = HttpResponse(
-            orjson.dumps(payload), status=self.status, content_type="application/json"
+            orjson.dumps(payload if payload is not None else self.payload()),
+            status=self.status,
+            content_type="application/json",
         )
         for name, value in self.headers.items():
             resp[name] = value
@@ -138,3 +121,8 @@ def service_unavailable(request_id: str) -> ApiError:
         code="service_unavailable",
         headers={"retry-after": "1"},
     )
+
+
+def cannot_send(what: str, param: str) -> ApiError:
+    """Content the channel's provider cannot take: the caller's to change."""
+    return invalid_request(f"{what} cannot be sent to this model's provider.", param=param)

@@ -43,8 +43,7 @@ if TYPE_CHECKING:
     from core.money import TokenCounts
 
     from .errors import ApiError
-    from .lifecycle import RelayRequest
-    from .services import Outcome
+    from .lifecycle.request import Outcome, RelayRequest
 
 logger = logging.getLogger("tollgate.metrics")
 
@@ -136,7 +135,7 @@ def request_finished(
 ) -> None:
     """Record a request that got a hold; ``tokens`` and the amounts are what was billed."""
     channel = str(outcome.channel.id) if outcome.channel is not None else ""
-    endpoint = request.endpoint.name
+    endpoint = request.dialect.name
     status = str(outcome.status)
     _child(REQUESTS, endpoint, model, channel, status, str(outcome.http_status)).inc()
     if status == UsageRecord.Status.SUCCESS:

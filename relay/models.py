@@ -4,20 +4,23 @@ from django.db.models import Q
 from . import crypto
 
 
+def channel_types() -> list[tuple[str, str]]:
+    """The channel types: one per registered provider (``relay.providers``), so a new
+    provider needs no migration."""
+    from .providers import channel_types
+
+    return channel_types()
+
+
 class Channel(models.Model):
     """One upstream endpoint that serves a list of models."""
-
-    class Type(models.TextChoices):
-        OPENAI = "openai", "OpenAI-compatible"
-        ANTHROPIC = "anthropic", "Anthropic Messages"
-        MOCK = "mock", "Built-in mock"
 
     class Status(models.TextChoices):
         ENABLED = "enabled", "Enabled"
         DISABLED = "disabled", "Disabled"
 
     name = models.CharField(max_length=100, unique=True)
-    type = models.CharField(max_length=16, choices=Type.choices, default=Type.OPENAI)
+    type = models.CharField(max_length=16, choices=channel_types, default="openai")
     base_url = models.URLField(max_length=500, blank=True)
     api_key_encrypted = models.TextField(blank=True, editable=False)
     # Public model names this channel serves.

@@ -52,9 +52,11 @@ def _cost_prices(raw: dict) -> dict[str, Price]:
 
 def channel_models_without_cost(channel: Channel) -> list[str]:
     """The models ``channel`` serves with no usable cost price. Their upstream cost is
-    booked as zero, so the margin on them is overstated. The built-in mock costs
-    nothing, so it never lacks a price."""
-    if channel.type == Channel.Type.MOCK:
+    booked as zero, so the margin on them is overstated. An upstream that charges
+    nothing (the built-in mock) never lacks a price."""
+    from .providers import provider_for  # the providers read channels through here
+
+    if not provider_for(channel.type).charges:
         return []
     prices = channel.cost_prices if isinstance(channel.cost_prices, dict) else {}
     missing = []

@@ -11,8 +11,9 @@ from rest_framework import serializers
 
 from billing.pricing import Price
 
+from .channels import channel_create, channel_update
 from .models import Channel
-from .services import channel_create, channel_update
+from .providers import provider_for
 
 _COST_KINDS = ("input", "output", "cache_read", "cache_write", "reasoning", "request_fee")
 
@@ -105,9 +106,9 @@ class ChannelSerializer(serializers.ModelSerializer):
         return cleaned
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        kind = attrs.get("type", getattr(self.instance, "type", Channel.Type.OPENAI))
+        kind = attrs.get("type", getattr(self.instance, "type", "openai"))
         base_url = attrs.get("base_url", getattr(self.instance, "base_url", ""))
-        if kind != Channel.Type.MOCK and not base_url:
+        if provider_for(kind).needs_base_url and not base_url:
             raise serializers.ValidationError({"base_url": "This channel type needs a base URL."})
         return attrs
 

@@ -1,7 +1,6 @@
 import logging
 from datetime import UTC, datetime
 
-import httpx
 from celery import shared_task
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -9,8 +8,9 @@ from django.core.mail import send_mail
 from django.utils import timezone
 
 from . import health
-from .anthropic import ANTHROPIC_VERSION
+from .channels import channel_disable
 from .models import Channel
+from .providers import provider_for
 
 logger = logging.getLogger("tollgate.relay")
 
@@ -54,27 +54,14 @@ def channel_alert(channel_id: int, reason: str) -> None:
 
 
 def probe(channel: Channel) -> int | None:
-    """Ask the upstream for its model list; returns the HTTP status (None: unreachable)."""
-    if channel.type == Channel.Type.MOCK:
-        return 200
-    base = channel.base_url.rstrip("/")
-    if channel.type == Channel.Type.ANTHROPIC:
-        url = f"{base}/v1/models"
-        headers = {"x-api-key": channel.api_key, "anthropic-version": ANTHROPIC_VERSION}
-    else:
-        url = f"{base}/models"
-        headers = {"authorization": f"Bearer {channel.api_key}"}
-    try:
-        return httpx.get(url, headers=headers, timeout=5.0).status_code
-    except httpx.HTTPError:
-        return None
+    """Ask the channel's upstream whether it is back: the HTTP status of a cheap
+    request (None: unreachable)."""
+    return provider_for(channel.type).probe(channel.base_url.rstrip("/"), channel.api_key)
 
 
 @shared_task
 def channels_probe() -> int:
     """Probe every channel whose cool-down is over: bring it back, or cool it down longer."""
-    from .services import channel_disable
-
     now_ms = datetime.now(UTC).timestamp() * 1000
     due = [cid for cid, (until, _) in health.cooling().items() if until <= now_ms]
     for channel in Channel.objects.filter(pk__in=due, status=Channel.Status.ENABLED):

@@ -1,4 +1,10 @@
-"""The ``/v1/*`` endpoints: plain async Django views, no DRF on the hot path."""
+"""The ``/v1/*`` endpoints as Django views: plain async views, no DRF on the hot path.
+
+The ASGI handler (``relay.asgi``) answers the relayed POSTs itself; these views are
+the same endpoints for Django's own handlers (and every other method and path)."""
+
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import orjson
 from django.core.exceptions import RequestDataTooBig
@@ -9,69 +15,45 @@ from django.views.decorators.csrf import csrf_exempt
 from core.threads import db
 
 from . import errors
-from .adapters import FORWARDED_HEADERS
+from .dialects import Dialect
+from .dialects.base import bearer_token
 from .errors import ApiError
 from .lifecycle import method_not_allowed, request_id_for, serve
-from .services import CHAT, EMBEDDINGS, MESSAGES, Endpoint, authenticate_async
+from .lifecycle.auth import authenticate_async
+from .providers import FORWARDED_HEADERS
 
-
-def bearer_token(authorization: str | None) -> str | None:
-    scheme, _, token = (authorization or "").partition(" ")
-    if scheme.lower() == "bearer" and token.strip():
-        return token.strip()
-    return None
-
-
-def bearer_key(request: HttpRequest) -> str | None:
-    return bearer_token(request.headers.get("authorization"))
-
-
-def key_for(endpoint: Endpoint, authorization: str | None, x_api_key: str | None) -> str | None:
-    """The caller's key: a Bearer token, or for the Anthropic Messages API also
-    ``x-api-key`` (which wins)."""
-    if endpoint is MESSAGES and x_api_key:
-        return x_api_key
-    return bearer_token(authorization)
+View = Callable[[HttpRequest], Coroutine[Any, Any, HttpResponse | StreamingHttpResponse]]
 
 
 def client_ip(request: HttpRequest) -> str | None:
     return request.META.get("REMOTE_ADDR") or None
 
 
-async def _serve(request: HttpRequest, endpoint: Endpoint) -> HttpResponse | StreamingHttpResponse:
-    try:
-        raw_body: bytes | None = request.body
-    except RequestDataTooBig:
-        raw_body = None
-    return await serve(
-        endpoint,
-        method=request.method or "",
-        raw_key=key_for(
-            endpoint, request.headers.get("authorization"), request.headers.get("x-api-key")
-        ),
-        raw_body=raw_body,
-        client_ip=client_ip(request),
-        supplied_request_id=request.headers.get("x-request-id"),
-        forwarded={
-            name: request.headers[name] for name in FORWARDED_HEADERS if name in request.headers
-        },
-    )
+def relayed(dialect: Dialect) -> View:
+    """The view of a dialect's endpoint."""
 
+    @csrf_exempt
+    async def view(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
+        try:
+            raw_body: bytes | None = request.body
+        except RequestDataTooBig:
+            raw_body = None
+        return await serve(
+            dialect,
+            method=request.method or "",
+            raw_key=dialect.key(
+                request.headers.get("authorization"), request.headers.get("x-api-key")
+            ),
+            raw_body=raw_body,
+            client_ip=client_ip(request),
+            supplied_request_id=request.headers.get("x-request-id"),
+            forwarded={
+                name: request.headers[name] for name in FORWARDED_HEADERS if name in request.headers
+            },
+        )
 
-@csrf_exempt
-async def chat_completions(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
-    return await _serve(request, CHAT)
-
-
-@csrf_exempt
-async def embeddings(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
-    return await _serve(request, EMBEDDINGS)
-
-
-@csrf_exempt
-async def messages(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
-    """The Anthropic Messages API; the key comes in ``x-api-key`` or as a Bearer token."""
-    return await _serve(request, MESSAGES)
+    view.__name__ = view.__qualname__ = dialect.name.replace(".", "_")
+    return view
 
 
 @csrf_exempt
@@ -83,7 +65,8 @@ async def models(request: HttpRequest) -> HttpResponse:
     if request.method != "GET":
         return method_not_allowed(request_id, "GET")
     try:
-        key = await authenticate_async(bearer_key(request) or request.headers.get("x-api-key"))
+        raw_key = bearer_token(request.headers.get("authorization"))
+        key = await authenticate_async(raw_key or request.headers.get("x-api-key"))
         prices = await db(prices_current)(group_id=key.price_group_id)
     except ApiError as exc:
         return exc.response(request_id)

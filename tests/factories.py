@@ -79,7 +79,7 @@ class ChannelFactory(factory.django.DjangoModelFactory):
         model = Channel
 
     name = factory.Sequence(lambda n: f"channel-{n}")
-    type = Channel.Type.OPENAI
+    type = "openai"
     base_url = "http://127.0.0.1:9/v1"
     served_models = factory.LazyFunction(lambda: ["gpt-4o-mini"])
     api_key = "sk-upstream-secret-0123456789"

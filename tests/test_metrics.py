@@ -16,8 +16,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from billing.models import Hold
 from billing.services import hold_reserve, settlement_run
-from relay import mock
 from relay.models import Channel
+from relay.providers.mock import upstream as mock
 from relay.selectors import channel_cache_invalidate
 from tests.conftest import wait_for
 from tests.factories import AccountFactory, ApiKeyFactory, ChannelFactory

@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from relay import mock
+from relay.providers.mock import upstream as mock
 
 
 class FakeUpstream:

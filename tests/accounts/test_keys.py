@@ -3,7 +3,7 @@ import pytest
 from accounts.keys import KEY_PREFIX, key_generate, key_hash, key_is_well_formed
 from accounts.models import ApiKey
 from relay.errors import ApiError
-from relay.services import authenticate
+from relay.lifecycle.auth import authenticate
 from tests.factories import ApiKeyFactory
 
 

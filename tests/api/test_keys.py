@@ -6,7 +6,7 @@ from accounts.keys import key_hash
 from accounts.models import ApiKey
 from accounts.selectors import auth_key_get
 from relay.errors import ApiError
-from relay.services import authenticate
+from relay.lifecycle.auth import authenticate
 
 pytestmark = pytest.mark.django_db
 

@@ -9,8 +9,9 @@ import pytest
 
 from billing.pricing import Price
 from core.money import TokenCounts, micro_to_usd
-from relay import anthropic as tr
 from relay.models import Channel
+from relay.providers.anthropic import chat as chat_over_anthropic
+from relay.providers.openai import messages as messages_over_chat
 from relay.selectors import channel_cache_invalidate
 from tests.conftest import wait_for
 from tests.factories import ChannelFactory, ModelPriceFactory
@@ -79,7 +80,7 @@ def test_chat_request_becomes_a_messages_request():
         "max_completion_tokens": 99,
         "user": "u-1",
     }
-    out = tr.chat_to_anthropic(body, "claude-up")
+    out = chat_over_anthropic.chat_to_anthropic(body, "claude-up")
     assert out["model"] == "claude-up" and out["system"] == "Be brief." and out["max_tokens"] == 99
     assert [m["role"] for m in out["messages"]] == [
         "user",
@@ -103,7 +104,7 @@ def test_chat_request_becomes_a_messages_request():
 
 
 def test_anthropic_stream_becomes_chat_chunks_with_cumulative_usage():
-    translator = tr.AnthropicToChat()
+    translator = chat_over_anthropic.AnthropicToChat()
     events = [
         {
             "type": "message_start",
@@ -151,9 +152,9 @@ def test_anthropic_stream_becomes_chat_chunks_with_cumulative_usage():
 
 
 def test_chat_chunks_become_anthropic_events_in_order():
-    translator = tr.ChatToMessages("m")
-    out = b"".join(
-        translator.feed(c)
+    translator = messages_over_chat.ChatToMessages("m")
+    events = [
+        event
         for c in [
             {
                 "model": "m",
@@ -183,8 +184,8 @@ def test_chat_chunks_become_anthropic_events_in_order():
             },
             {"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]},
         ]
-    ) + translator.finish(TokenCounts(input=5, output=2), "0.000010")
-    events = [orjson.loads(line[6:]) for line in out.split(b"\n") if line.startswith(b"data: ")]
+        for event in translator.feed(c)
+    ] + translator.finish(TokenCounts(input=5, output=2))
     assert [e["type"] for e in events] == [
         "message_start",
         "content_block_start",

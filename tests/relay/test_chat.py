@@ -8,7 +8,7 @@ import pytest
 
 from billing.models import Entry, Hold, LedgerAccount, Transaction
 from core.money import micro_to_usd
-from relay import mock
+from relay.providers.mock import upstream as mock
 from relay.tokens import count_messages
 from tests.conftest import wait_for
 from tests.factories import ApiKeyFactory

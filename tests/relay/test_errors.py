@@ -10,7 +10,7 @@ from accounts.models import ApiKey
 from accounts.services import api_key_revoke
 from billing.models import Hold, Transaction
 from billing.reconcile import ledger_check
-from relay import mock
+from relay.providers.mock import upstream as mock
 from tests.conftest import wait_for
 from tests.factories import AccountFactory, ApiKeyFactory
 from usage.models import UsageDaily, UsageRecord

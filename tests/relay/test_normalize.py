@@ -1,5 +1,7 @@
 from core.money import TokenCounts
-from relay.normalize import tokens_from_anthropic, tokens_from_openai, usage_payload
+from relay.dialects.usage import usage_payload
+from relay.providers.anthropic.usage import tokens_from_anthropic
+from relay.providers.openai.usage import tokens_from_openai
 
 
 def test_openai_prompt_includes_cached_and_completion_includes_reasoning():

@@ -9,8 +9,8 @@ from django.core import mail
 
 from accounts.models import Account
 from relay import health
+from relay.lifecycle.routing import route_order
 from relay.models import Channel
-from relay.router import route_order
 from relay.selectors import ChannelInfo, channel_cache_invalidate
 from relay.tasks import channels_probe
 from tests.conftest import wait_for

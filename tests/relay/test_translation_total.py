@@ -12,10 +12,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from core.money import TokenCounts
-from relay import anthropic as tr
-from relay.adapters import UpstreamStreamError
+from relay.dialects import CHAT, MESSAGES
+from relay.dialects.base import StreamEvent
 from relay.errors import ApiError
-from relay.streaming import AnthropicAccounting, OpenAIAccounting
+from relay.providers.anthropic import chat as chat_over_anthropic
+from relay.providers.anthropic.provider import fold_usage
+from relay.providers.base import UpstreamStreamError
+from relay.providers.openai import messages as messages_over_chat
+from relay.providers.openai.provider import chunk_event
 from relay.tokens import count_completion, count_messages
 
 FIELDS = [
@@ -129,8 +133,8 @@ def _translated_or_refused(*steps) -> None:
 @given(messages_body)
 def test_a_messages_request_translates_to_chat_or_is_refused(body):
     _translated_or_refused(
-        lambda: count_messages(tr.messages_to_chat(body)["messages"]),
-        lambda: AnthropicAccounting(body).tokens(),
+        lambda: count_messages(messages_over_chat.messages_to_chat(body)["messages"]),
+        lambda: MESSAGES.accounting(body).tokens(),
     )
 
 
@@ -138,25 +142,32 @@ def test_a_messages_request_translates_to_chat_or_is_refused(body):
 @given(chat_body)
 def test_a_chat_request_translates_to_messages_or_is_refused(body):
     _translated_or_refused(
-        lambda: tr.chat_to_anthropic(body, "m"), lambda: count_messages(body["messages"])
+        lambda: chat_over_anthropic.chat_to_anthropic(body, "m"),
+        lambda: count_messages(body["messages"]),
     )
 
 
 @total
 @given(answer)
 def test_any_answer_or_stream_event_translates_both_ways(data):
-    chat_events = OpenAIAccounting([])
-    anthropic_events = AnthropicAccounting({})
+    chat_events = CHAT.accounting({})
+    anthropic_events = MESSAGES.accounting({})
     _translated_or_refused(
-        lambda: tr.chat_to_message(data, "m", TokenCounts()),
-        lambda: tr.anthropic_to_chat(data),
+        lambda: messages_over_chat.chat_to_message(data, "m", TokenCounts()),
+        lambda: chat_over_anthropic.anthropic_to_chat(data),
         lambda: count_completion(data),
-        lambda: list(tr.AnthropicToChat().feed(data)),
-        lambda: tr.ChatToMessages("m").feed(data),
-        lambda: (chat_events.observe(data), chat_events.delivered(data), chat_events.tokens()),
+        lambda: MESSAGES.estimate({}, data),
+        lambda: list(chat_over_anthropic.AnthropicToChat().feed(data)),
+        lambda: messages_over_chat.ChatToMessages("m").feed(data),
         lambda: (
-            anthropic_events.observe(data),
+            chat_events.observe(chunk_event(data)),
+            chat_events.delivered(data),
+            chat_events.tokens(),
+        ),
+        lambda: (
+            anthropic_events.observe(StreamEvent(data)),
             anthropic_events.delivered(data),
             anthropic_events.tokens(),
         ),
+        lambda: fold_usage({}, data),
     )

@@ -22,6 +22,7 @@ from accounts.services import account_create, api_key_create, membership_add
 from billing.models import ModelPrice, PriceGroup
 from billing.services import account_credit
 from relay.models import Channel
+from relay.providers.mock import MockProvider
 
 DEMO_PRICES = {
     # model: input, output, cache read, cache write, reasoning (USD per 1M tokens)
@@ -103,11 +104,11 @@ class Command(BaseCommand):
 
         mock, _ = Channel.objects.get_or_create(
             name="mock",
-            defaults={"type": Channel.Type.MOCK, "served_models": sorted(DEMO_PRICES)},
+            defaults={"type": MockProvider.name, "served_models": sorted(DEMO_PRICES)},
         )
         # A demo made by an older version serves the models added since, too.
         missing = set(DEMO_PRICES) - set(mock.served_models)
-        if mock.type == Channel.Type.MOCK and missing:
+        if mock.type == MockProvider.name and missing:
             mock.served_models = sorted({*mock.served_models, *missing})
             mock.save(update_fields=["served_models"])
 

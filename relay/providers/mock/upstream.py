@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from .tokens import content_text, count_messages, count_text
+from ...tokens import content_text, count_messages, count_text
 
 
 class MockStreamBroken(Exception):

@@ -1,0 +1,199 @@
+"""What every dialect is: one inbound wire format, from the request to the bill.
+
+A dialect knows an endpoint's request (``validate``: only what the gateway must
+understand; every other field goes upstream untouched), the units it bills and how
+to count them locally when an upstream reports none, how its answers and stream
+events are rendered with the billed usage and cost, and the shape of its errors.
+Providers give answers and events back in the dialect's own format
+(``UpstreamReply``, ``StreamEvent``); the lifecycle does the rest.
+"""
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import orjson
+from django.http import HttpResponse
+
+from core.money import TokenCounts
+
+from ..errors import ApiError, invalid_request
+
+
+@dataclass(frozen=True, slots=True)
+class RequestParams:
+    """What the gateway needs to know about a request, whatever its endpoint."""
+
+    model: str
+    stream: bool
+    # The client asked for the usage chunk at the end of a stream.
+    include_usage: bool
+    # Completion tokens the request may produce (all choices); None: not set.
+    max_tokens: int | None
+    n: int
+    user: str
+    # Endpoint without any completion (embeddings).
+    prompt_only: bool = False
+
+
+@dataclass(slots=True)
+class UpstreamReply:
+    """An answer in the dialect's format. ``tokens``: the usage the upstream reported,
+    by kind (None: it reported none). ``upstream_usage``: that usage in the dialect's
+    own wire shape, kept in what the client gets."""
+
+    body: dict[str, Any]
+    upstream_usage: dict[str, Any] | None
+    tokens: TokenCounts | None
+
+
+@dataclass(slots=True)
+class StreamEvent:
+    """One event of a stream in the dialect's format. ``raw``: the exact SSE bytes
+    received, when the event may be forwarded unchanged. ``usage``: the usage the
+    upstream reported with this event, by kind (cumulative: the newest wins);
+    ``usage_final`` once it is the whole request's, otherwise it covers the prompt
+    only and the output is counted from what was delivered."""
+
+    data: dict[str, Any]
+    raw: bytes | None = None
+    usage: TokenCounts | None = None
+    usage_final: bool = False
+
+
+def parse_json_object(raw: bytes) -> dict[str, Any]:
+    if not raw:
+        raise invalid_request("The request body is empty; expected a JSON object.")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise invalid_request(
+            f"We could not parse the JSON body of your request ({exc.msg} at position {exc.pos})."
+        ) from None
+    if not isinstance(body, dict):
+        raise invalid_request("The request body must be a JSON object.")
+    try:
+        # The parser accepts deeper nesting than the serialiser that forwards the body
+        # upstream; refuse it here, before any money is held for it.
+        orjson.dumps(body)
+    except TypeError:
+        raise invalid_request("The JSON body of your request is nested too deeply.") from None
+    return body
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    scheme, _, token = (authorization or "").partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    return None
+
+
+class Accounting:
+    """What a stream is billed for: the upstream's usage if it reported all of it,
+    otherwise its prompt (as reported, or counted locally) plus the text actually
+    handed to the client, counted locally and flagged estimated. ``delivered`` is
+    the dialect's: it reads the text out of the events the client received."""
+
+    def __init__(self, dialect: "Dialect", body: dict[str, Any]) -> None:
+        self._dialect = dialect
+        self._body = body
+        self.usage: TokenCounts | None = None
+        self.final = False
+
+    def observe(self, event: StreamEvent) -> None:
+        if event.usage is not None:
+            self.usage, self.final = event.usage, event.usage_final
+
+    def delivered(self, data: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def output(self) -> TokenCounts:
+        """The delivered output, counted locally (output and reasoning kinds)."""
+        raise NotImplementedError
+
+    def tokens(self) -> tuple[TokenCounts, bool]:
+        """(tokens, estimated)."""
+        if self.usage is not None and self.final:
+            return self.usage, False
+        prompt = self.usage or TokenCounts(input=self._dialect.prompt_tokens(self._body))
+        output = self.output()
+        return TokenCounts(
+            input=prompt.input,
+            cache_read=prompt.cache_read,
+            cache_write=prompt.cache_write,
+            output=output.output,
+            reasoning=output.reasoning,
+        ), True
+
+
+class StreamFormat(Protocol):
+    """Writes a stream in the dialect's wire format."""
+
+    def event(self, event: StreamEvent) -> bytes | None:
+        """The bytes to send for an upstream event (None: nothing, or held back)."""
+        ...
+
+    def end(self, tokens: TokenCounts, cost: int) -> bytes:
+        """What ends a stream that completed: the billed usage and cost, a terminator."""
+        ...
+
+    def error(self, failure: ApiError) -> bytes:
+        """The last event of a stream that failed after it began."""
+        ...
+
+
+class Dialect:
+    """One inbound wire format. Subclasses set the class attributes and implement
+    the request, counting and rendering methods."""
+
+    # The endpoint's name (on usage records, in metrics) and path.
+    name: str
+    path: str
+    # The mode of the models it serves (``ModelPrice.Mode``), for ``model: "auto"``.
+    mode: str = "chat"
+
+    def __repr__(self) -> str:
+        return f"<dialect {self.name}>"
+
+    # -- the request --------------------------------------------------------------
+
+    def key(self, authorization: str | None, x_api_key: str | None) -> str | None:
+        """The caller's key, from the headers this wire format carries it in."""
+        return bearer_token(authorization)
+
+    def validate(self, body: dict[str, Any]) -> RequestParams:
+        raise NotImplementedError
+
+    # -- the units it bills, counted locally ----------------------------------------
+
+    def prompt_tokens(self, body: dict[str, Any]) -> int:
+        """The prompt's tokens, counted locally (a request that reached an upstream
+        and was cancelled, or whose upstream reported no usage)."""
+        raise NotImplementedError
+
+    def estimate(self, body: dict[str, Any], answer: dict[str, Any]) -> TokenCounts:
+        """The tokens of an answer whose upstream reported no usage."""
+        raise NotImplementedError
+
+    # -- answers and streams --------------------------------------------------------
+
+    def render(self, reply: UpstreamReply, tokens: TokenCounts, cost: int) -> dict[str, Any]:
+        """The answer the client gets, carrying the billed usage and cost."""
+        raise NotImplementedError
+
+    def accounting(self, body: dict[str, Any]) -> Accounting:
+        raise NotImplementedError
+
+    def stream_format(self, params: RequestParams) -> StreamFormat:
+        raise NotImplementedError
+
+    # -- errors and headers -----------------------------------------------------------
+
+    def error_body(self, error: ApiError) -> dict[str, Any]:
+        return error.payload()
+
+    def error_response(self, error: ApiError, request_id: str | None = None) -> HttpResponse:
+        return error.response(request_id, payload=self.error_body(error))
+
+    def headers(self, request_id: str) -> dict[str, str]:
+        """Headers of every response beyond ``x-request-id``."""
+        return {}
