@@ -648,3 +648,34 @@ def test_anthropic_beta_and_version_headers_reach_an_anthropic_channel(
         extra_headers={"anthropic-beta": beta},
     )
     assert "anthropic-beta" not in upstream.requests[-1]["headers"]
+
+
+def test_a_native_anthropic_stream_passes_events_through_and_ends_with_the_cost(
+    relay_env, anthropic_upstream, claude
+):
+    anthropic_upstream.then(usage=CACHED_USAGE)
+    with relay_env.http.stream(
+        "POST",
+        "/v1/messages",
+        json={
+            "model": "claude-sonnet-4",
+            "max_tokens": 100,
+            "stream": True,
+            "messages": [{"role": "user", "content": "Hi"}],
+        },
+        headers={"x-api-key": relay_env.key.secret},
+    ) as response:
+        raw = b"".join(response.iter_bytes())
+    events = [orjson.loads(line[6:]) for line in raw.split(b"\n") if line.startswith(b"data: ")]
+    kinds = [e["type"] for e in events]
+    # The upstream's own events, its ping included, then one closing delta and stop.
+    assert kinds[:2] == ["message_start", "ping"]
+    assert kinds[-2:] == ["message_delta", "message_stop"]
+    assert kinds.count("message_delta") == 1 and kinds.count("message_stop") == 1
+    assert events[0]["message"]["usage"]["cache_read_input_tokens"] == 2000
+    record = settled(response.headers["x-request-id"])
+    assert (record.estimated, record.output_tokens) == (False, 120)
+    final = events[-2]
+    assert final["delta"]["stop_reason"] == "end_turn"
+    assert final["usage"]["output_tokens"] == 120
+    assert final["usage"]["cost"] == micro_to_usd(record.cost) == micro_to_usd(3645)
