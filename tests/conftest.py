@@ -1,5 +1,3 @@
-import time
-
 import pytest
 import redis
 from django.conf import settings
@@ -8,8 +6,8 @@ from django.db import connection
 from config import celery_app
 from core.localcache import clear_all
 
-from .servers import ServerThread
-from .upstream import FakeAnthropic, FakeUpstream
+from .support.servers import ServerThread
+from .support.upstreams import FakeAnthropic, FakeUpstream
 
 
 def pytest_configure(config):
@@ -114,14 +112,3 @@ def celery_worker_thread(django_db_setup, django_db_blocker):
     with django_db_blocker.unblock():
         with start_worker(celery_app, pool="solo", perform_ping_check=False, shutdown_timeout=10):
             yield
-
-
-def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(interval)

@@ -11,7 +11,7 @@ from rest_framework.test import APIClient
 from accounts.models import Account, ApiKey
 from accounts.services import membership_add
 from billing.models import PriceGroup
-from tests.factories import (
+from tests.support.factories import (
     AccountFactory,
     ApiKeyFactory,
     ModelPriceFactory,

@@ -8,7 +8,7 @@ import pytest
 from accounts.models import ApiKey
 from billing.models import ModelPrice, Statement, Transaction
 from billing.statements import statement_generate
-from tests.factories import ChannelFactory
+from tests.support.factories import ChannelFactory
 
 from .conftest import usage
 

@@ -4,7 +4,7 @@ import pytest
 
 from relay.models import Channel
 from relay.selectors import channels_enabled
-from tests.factories import ChannelFactory
+from tests.support.factories import ChannelFactory
 
 from .conftest import usage
 

@@ -1,7 +1,7 @@
 import pytest
 from django.conf import settings
 
-from .procs import PrivateRedis
+from tests.support.procs import PrivateRedis
 
 
 def test_database_url() -> str:

@@ -14,16 +14,16 @@ import pytest
 from django.conf import settings
 from rest_framework.authtoken.models import Token
 
-from tests.factories import (
+from tests.support.factories import (
     AccountFactory,
     ApiKeyFactory,
     ChannelFactory,
     ModelPriceFactory,
     UserFactory,
 )
+from tests.support.procs import Gateway, environment
 
 from .conftest import test_database_url
-from .procs import Gateway, environment
 
 WITHIN = 1.0
 

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from billing.models import Entry, Hold, Transaction
-from tests.factories import ApiKeyFactory
+from tests.support.factories import ApiKeyFactory
 
 from ..relay.conftest import chat
 

@@ -9,8 +9,8 @@ from django.conf import settings
 from accounts.models import Account, ApiKey
 from billing.models import PriceGroup
 from relay.models import Channel
-from tests.conftest import wait_for
-from tests.factories import AccountFactory, ApiKeyFactory, ChannelFactory, ModelPriceFactory
+from tests.support.factories import AccountFactory, ApiKeyFactory, ChannelFactory, ModelPriceFactory
+from tests.support.waiting import wait_for
 from usage.models import UsageRecord
 
 

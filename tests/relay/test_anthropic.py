@@ -12,8 +12,8 @@ from core.money import TokenCounts, micro_to_usd
 from relay import anthropic as tr
 from relay.models import Channel
 from relay.selectors import channel_cache_invalidate
-from tests.conftest import wait_for
-from tests.factories import ChannelFactory, ModelPriceFactory
+from tests.support.factories import ChannelFactory, ModelPriceFactory
+from tests.support.waiting import wait_for
 from usage.models import UsageRecord
 
 from .test_unusual_bodies import WEATHER

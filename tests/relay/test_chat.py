@@ -10,8 +10,8 @@ from billing.models import Entry, Hold, LedgerAccount, Transaction
 from core.money import micro_to_usd
 from relay import mock
 from relay.tokens import count_messages
-from tests.conftest import wait_for
-from tests.factories import ApiKeyFactory
+from tests.support.factories import ApiKeyFactory
+from tests.support.waiting import wait_for
 from usage.models import UsageRecord
 
 from .conftest import chat
@@ -266,7 +266,7 @@ def test_upstream_rejection_reaches_the_caller_without_upstream_secrets(relay_en
 
 
 def test_failover_to_the_next_channel_before_any_byte_was_sent(relay_env, upstream):
-    from tests.factories import ChannelFactory
+    from tests.support.factories import ChannelFactory
 
     relay_env.channel.priority = 10
     relay_env.channel.save()

@@ -11,8 +11,8 @@ from accounts.services import api_key_revoke
 from billing.models import Hold, Transaction
 from billing.reconcile import ledger_check
 from relay import mock
-from tests.conftest import wait_for
-from tests.factories import AccountFactory, ApiKeyFactory
+from tests.support.factories import AccountFactory, ApiKeyFactory
+from tests.support.waiting import wait_for
 from usage.models import UsageDaily, UsageRecord
 
 from .conftest import chat

@@ -10,8 +10,8 @@ from billing.models import Transaction
 from billing.pricing import Price
 from core.money import TokenCounts, micro_to_usd
 from relay.tokens import count_messages, count_text
-from tests.conftest import wait_for
-from tests.factories import ChannelFactory
+from tests.support.factories import ChannelFactory
+from tests.support.waiting import wait_for
 from usage.models import UsageRecord
 
 from .conftest import chat

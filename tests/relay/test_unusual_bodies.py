@@ -18,8 +18,8 @@ from billing.models import Hold
 from billing.reconcile import ledger_check
 from relay.models import Channel
 from relay.selectors import channel_cache_invalidate
-from tests.conftest import wait_for
-from tests.factories import ChannelFactory
+from tests.support.factories import ChannelFactory
+from tests.support.waiting import wait_for
 from usage.models import UsageRecord
 
 PDF = base64.b64encode(b"%PDF-1.4 tiny").decode()
