@@ -12,6 +12,7 @@ from django.test.utils import CaptureQueriesContext
 from rest_framework.authtoken.models import Token
 
 from accounts.services import membership_add
+from tests.support.api import usage
 from tests.support.factories import (
     AccountFactory,
     ApiKeyFactory,
@@ -21,8 +22,6 @@ from tests.support.factories import (
 )
 from tests.support.ledger import served
 from usage.models import UsageRecord
-
-from .conftest import usage
 
 pytestmark = pytest.mark.django_db
 

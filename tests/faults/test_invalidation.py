@@ -21,9 +21,7 @@ from tests.support.factories import (
     ModelPriceFactory,
     UserFactory,
 )
-from tests.support.procs import Gateway, environment
-
-from .conftest import test_database_url
+from tests.support.procs import Gateway, environment, test_database_url
 
 WITHIN = 1.0
 

@@ -13,11 +13,9 @@ from billing.models import Hold
 from billing.reconcile import ledger_check
 from tests.support.factories import AccountFactory, ApiKeyFactory, ChannelFactory, ModelPriceFactory
 from tests.support.load import Load, send
-from tests.support.procs import Gateway, Worker, environment
+from tests.support.procs import Gateway, Worker, environment, test_database_url
 from tests.support.waiting import wait_for
 from usage.models import UsageRecord
-
-from .conftest import test_database_url
 
 CREDIT = 50_000_000
 

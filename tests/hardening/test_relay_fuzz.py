@@ -18,8 +18,7 @@ from hypothesis import strategies as st
 
 from billing.models import Entry, Hold, Transaction
 from tests.support.factories import ApiKeyFactory
-
-from ..relay.conftest import chat
+from tests.support.relay import chat
 
 CHAT_URL = "/v1/chat/completions"
 PRICED = {"gpt-4o-mini", "o4-mini", "auto"}

@@ -11,10 +11,9 @@ from core.money import micro_to_usd
 from relay import mock
 from relay.tokens import count_messages
 from tests.support.factories import ApiKeyFactory
+from tests.support.relay import chat
 from tests.support.waiting import wait_for
 from usage.models import UsageRecord
-
-from .conftest import chat
 
 
 def settled(request_id: str) -> UsageRecord:

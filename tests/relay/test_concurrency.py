@@ -15,10 +15,9 @@ from billing.models import Hold, Transaction
 from billing.services import HoldRefused, hold_reserve
 from billing.tasks import usage_settle
 from tests.support.factories import AccountFactory, ApiKeyFactory
+from tests.support.relay import chat
 from tests.support.waiting import wait_for
 from usage.models import UsageRecord
-
-from .conftest import chat
 
 N_REQUESTS = 24
 AFFORDABLE = 7

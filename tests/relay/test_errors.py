@@ -12,10 +12,9 @@ from billing.models import Hold, Transaction
 from billing.reconcile import ledger_check
 from relay import mock
 from tests.support.factories import AccountFactory, ApiKeyFactory
+from tests.support.relay import chat
 from tests.support.waiting import wait_for
 from usage.models import UsageDaily, UsageRecord
-
-from .conftest import chat
 
 
 def assert_nothing_moved(env, upstream):

@@ -14,10 +14,9 @@ from relay.router import route_order
 from relay.selectors import ChannelInfo, channel_cache_invalidate
 from relay.tasks import channels_probe
 from tests.support.factories import ChannelFactory, ModelPriceFactory
+from tests.support.relay import chat
 from tests.support.waiting import wait_for
 from usage.models import UsageRecord
-
-from .conftest import chat
 
 
 def info(cid, priority=0, weight=1):

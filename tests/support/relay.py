@@ -1,15 +1,15 @@
+"""The relay as its tests drive it: ``RelayEnv`` (what the ``relay_env`` fixture gives a
+test), ``chat()`` bodies and ``settle_in_flight()``."""
+
 from dataclasses import dataclass
-from decimal import Decimal
 
 import httpx
-import pytest
 import redis
 from django.conf import settings
 
 from accounts.models import Account, ApiKey
 from billing.models import PriceGroup
 from relay.models import Channel
-from tests.support.factories import AccountFactory, ApiKeyFactory, ChannelFactory, ModelPriceFactory
 from tests.support.waiting import wait_for
 from usage.models import UsageRecord
 
@@ -33,38 +33,6 @@ class RelayEnv:
     def refresh(self) -> Account:
         self.account.refresh_from_db()
         return self.account
-
-
-@pytest.fixture
-def relay_env(transactional_db, tollgate_server, upstream, celery_worker_thread):
-    group = ModelPriceFactory(
-        model="gpt-4o-mini", input_per_m=Decimal("0.15"), output_per_m=Decimal("0.60")
-    ).group
-    ModelPriceFactory(
-        group=group,
-        model="o4-mini",
-        input_per_m=Decimal("1.10"),
-        output_per_m=Decimal("4.40"),
-        cache_read_per_m=Decimal("0.275"),
-        reasoning_per_m=Decimal("8.80"),
-    )
-    account = AccountFactory(price_group=group, credit=5_000_000)
-    key = ApiKeyFactory(account=account)
-    channel = ChannelFactory(
-        base_url=upstream.base_url,
-        served_models=["gpt-4o-mini", "o4-mini"],
-        api_key="sk-upstream-secret-abcdef123456",
-    )
-    with httpx.Client(base_url=tollgate_server.url, timeout=30) as http:
-        yield RelayEnv(
-            group=group,
-            account=account,
-            key=key,
-            channel=channel,
-            url=tollgate_server.url,
-            http=http,
-        )
-    settle_in_flight()
 
 
 def settle_in_flight() -> None:
