@@ -7,11 +7,9 @@ from billing.models import Hold
 from relay.models import Channel
 from relay.selectors import channel_cache_invalidate
 from tests.support.factories import ChannelFactory, ModelPriceFactory
-from tests.support.relay import chat
+from tests.support.relay import chat, error_of
 from tests.support.waiting import wait_for
 from usage.models import UsageRecord
-
-from .test_errors import error_of
 
 
 @pytest.fixture

@@ -9,8 +9,9 @@
 - ``servers``: ``ServerThread``, an ASGI app under uvicorn on a loopback port.
 - ``upstreams``: ``FakeUpstream`` and ``FakeAnthropic``, scripted loopback providers.
 - ``waiting``: ``wait_for``, polling until another thread or process has done its part.
-- ``relay``: ``RelayEnv`` (what ``relay_env`` gives a test), ``chat()`` request bodies
-  and ``settle_in_flight()``.
+- ``relay``: ``RelayEnv`` (what ``relay_env`` gives a test), ``chat()`` request bodies,
+  ``settle_in_flight()``, ``error_of()`` for an OpenAI-shaped error, and ``WEATHER``, a
+  Messages API tool.
 - ``api``: ``World`` (what ``world`` gives a test), ``client_for()`` a user, and
   ``usage()`` records for the management API's logs and exports.
 - ``ledger``: requests finished and settled through the real money paths

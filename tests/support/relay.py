@@ -1,5 +1,6 @@
 """The relay as its tests drive it: ``RelayEnv`` (what the ``relay_env`` fixture gives a
-test), ``chat()`` bodies and ``settle_in_flight()``."""
+test), ``chat()`` bodies, ``settle_in_flight()``, ``error_of()`` to check an
+OpenAI-shaped error and ``WEATHER``, a Messages API tool."""
 
 from dataclasses import dataclass
 
@@ -51,3 +52,25 @@ def settle_in_flight() -> None:
 
 def chat(content: str = "Hello there", **extra):
     return {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": content}], **extra}
+
+
+def error_of(response, status):
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/json"
+    body = response.json()
+    assert set(body) == {"error"}
+    assert set(body["error"]) == {"message", "type", "param", "code"}
+    assert body["error"]["message"]
+    return body["error"]
+
+
+# A Messages API tool, for the requests that carry one.
+WEATHER = {
+    "name": "get_weather",
+    "description": "Weather for a city",
+    "input_schema": {
+        "type": "object",
+        "properties": {"city": {"type": "string"}},
+        "required": ["city"],
+    },
+}
