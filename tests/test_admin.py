@@ -6,8 +6,8 @@ import pytest
 
 from accounts.models import ApiKey
 from billing.models import Entry, Transaction
-from tests.billing.helpers import served
-from tests.factories import AccountFactory, ApiKeyFactory, ChannelFactory, ModelPriceFactory
+from tests.support.factories import AccountFactory, ApiKeyFactory, ChannelFactory, ModelPriceFactory
+from tests.support.ledger import served
 
 pytestmark = pytest.mark.django_db
 

@@ -12,8 +12,8 @@ from accounts.services import account_low_balance_set, membership_add
 from billing.models import Statement
 from billing.services import account_credit, redemption_codes_create
 from billing.statements import statement_generate
-from tests.billing.helpers import served
-from tests.factories import AccountFactory, ApiKeyFactory, ModelPriceFactory, UserFactory
+from tests.support.factories import AccountFactory, ApiKeyFactory, ModelPriceFactory, UserFactory
+from tests.support.ledger import served
 
 pytestmark = pytest.mark.django_db
 
@@ -184,7 +184,7 @@ def test_statement_page_shows_figures_that_add_up(member):
     from datetime import UTC, date, datetime, timedelta
 
     from billing.models import Transaction
-    from tests.billing.helpers import backdate
+    from tests.support.ledger import backdate
 
     # Statements are of months that have ended: this account's month was the last.
     last_month = date.today().replace(day=1) - timedelta(days=1)
@@ -209,7 +209,7 @@ def test_models_page_lists_the_groups_prices(member):
 
 @pytest.mark.django_db(transaction=True)
 def test_low_balance_alert_emails_once_per_crossing(celery_worker_thread):
-    from tests.conftest import wait_for
+    from tests.support.waiting import wait_for
 
     account = AccountFactory(price_group=ModelPriceFactory().group, credit=10_000)
     user = UserFactory(email="owner@example.com")

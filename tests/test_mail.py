@@ -9,7 +9,7 @@ import pytest
 from django.core.mail import send_mail
 from django.test import Client
 
-from tests.factories import UserFactory
+from tests.support.factories import UserFactory
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -19,15 +19,10 @@ from billing.services import hold_reserve, settlement_run
 from relay.models import Channel
 from relay.providers.mock import upstream as mock
 from relay.selectors import channel_cache_invalidate
-from tests.conftest import wait_for
-from tests.factories import AccountFactory, ApiKeyFactory, ChannelFactory
-from tests.relay import conftest as relay_conftest
-from tests.relay.conftest import chat
+from tests.support.factories import AccountFactory, ApiKeyFactory, ChannelFactory
+from tests.support.relay import chat
+from tests.support.waiting import wait_for
 from usage.models import UsageRecord
-
-# The relay tests' environment (a server, a loopback upstream, a Celery worker, an
-# account with a key and a channel), shared from the directory next door.
-relay_env = relay_conftest.relay_env
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 

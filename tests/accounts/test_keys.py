@@ -4,7 +4,7 @@ from accounts.keys import KEY_PREFIX, key_generate, key_hash, key_is_well_formed
 from accounts.models import ApiKey
 from relay.errors import ApiError
 from relay.lifecycle.auth import authenticate
-from tests.factories import ApiKeyFactory
+from tests.support.factories import ApiKeyFactory
 
 
 def test_keys_carry_a_checksum_that_catches_typos():

@@ -8,9 +8,8 @@ import pytest
 from accounts.models import ApiKey
 from billing.models import ModelPrice, Statement, Transaction
 from billing.statements import statement_generate
-from tests.factories import ChannelFactory
-
-from .conftest import usage
+from tests.support.api import usage
+from tests.support.factories import ChannelFactory
 
 pytestmark = pytest.mark.django_db
 

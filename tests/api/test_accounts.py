@@ -8,7 +8,7 @@ from rest_framework.test import APIClient
 from accounts.models import Account, Membership
 from accounts.selectors import auth_key_get
 from billing.models import LedgerAccount
-from tests.factories import UserFactory
+from tests.support.factories import UserFactory
 
 pytestmark = pytest.mark.django_db
 

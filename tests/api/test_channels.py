@@ -4,9 +4,8 @@ import pytest
 
 from relay.models import Channel
 from relay.selectors import channels_enabled
-from tests.factories import ChannelFactory
-
-from .conftest import usage
+from tests.support.api import usage
+from tests.support.factories import ChannelFactory
 
 pytestmark = pytest.mark.django_db
 

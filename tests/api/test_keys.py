@@ -55,7 +55,7 @@ def test_staff_make_keys_for_any_account_and_filter_the_list(world):
 
 
 def test_limits_and_policy_are_updated_and_reach_the_relay_at_once(world):
-    from tests.factories import ModelPriceFactory
+    from tests.support.factories import ModelPriceFactory
 
     ModelPriceFactory(group=world.group_a, model="o4-mini")  # a key may allow priced models
     key = world.key_a

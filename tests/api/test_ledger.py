@@ -7,8 +7,8 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from billing.models import Statement, Transaction
-from tests.billing.helpers import served
-from tests.factories import ChannelFactory
+from tests.support.factories import ChannelFactory
+from tests.support.ledger import served
 
 pytestmark = pytest.mark.django_db
 

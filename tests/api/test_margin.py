@@ -5,8 +5,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tests.billing.helpers import backdate, served
-from tests.factories import ChannelFactory
+from tests.support.factories import ChannelFactory
+from tests.support.ledger import backdate, served
 
 pytestmark = pytest.mark.django_db
 

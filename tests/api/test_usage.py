@@ -12,17 +12,16 @@ from django.test.utils import CaptureQueriesContext
 from rest_framework.authtoken.models import Token
 
 from accounts.services import membership_add
-from tests.billing.helpers import served
-from tests.factories import (
+from tests.support.api import usage
+from tests.support.factories import (
     AccountFactory,
     ApiKeyFactory,
     ChannelFactory,
     PriceGroupFactory,
     UserFactory,
 )
+from tests.support.ledger import served
 from usage.models import UsageRecord
-
-from .conftest import usage
 
 pytestmark = pytest.mark.django_db
 

@@ -11,8 +11,8 @@ from billing.models import Hold, KeySpend
 from billing.services import HoldRefused, hold_reserve_async
 from billing.tasks import usage_settle_pending
 from core import adb
-from tests.factories import AccountFactory, ApiKeyFactory
-from tests.relay.conftest import settle_in_flight
+from tests.support.factories import AccountFactory, ApiKeyFactory
+from tests.support.relay import settle_in_flight
 from usage.models import UsageRecord
 from usage.services import usage_record_finish_async
 

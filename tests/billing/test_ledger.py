@@ -3,7 +3,7 @@ from django.db import IntegrityError, transaction
 
 from billing.models import Entry, LedgerAccount, Transaction
 from billing.services import LedgerError, account_credit, customer_entry, ledger_post, system_entry
-from tests.factories import AccountFactory, PriceGroupFactory
+from tests.support.factories import AccountFactory, PriceGroupFactory
 
 pytestmark = pytest.mark.django_db
 

@@ -26,10 +26,9 @@ from billing.services import (
     settlement_run,
     system_entry,
 )
-from tests.conftest import wait_for
-from tests.factories import AccountFactory, ApiKeyFactory, PriceGroupFactory, UserFactory
-
-from .helpers import finished_request, served
+from tests.support.factories import AccountFactory, ApiKeyFactory, PriceGroupFactory, UserFactory
+from tests.support.ledger import finished_request, served
+from tests.support.waiting import wait_for
 
 
 @pytest.fixture

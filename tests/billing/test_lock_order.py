@@ -12,9 +12,8 @@ from django.db import connection
 
 from billing.reconcile import ledger_check
 from billing.services import settlement_run
-from tests.factories import AccountFactory, ApiKeyFactory
-
-from .helpers import finished_request
+from tests.support.factories import AccountFactory, ApiKeyFactory
+from tests.support.ledger import finished_request
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

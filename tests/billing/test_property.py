@@ -30,7 +30,7 @@ from billing.services import (
     holds_expire,
     settlement_run,
 )
-from tests.factories import AccountFactory, ApiKeyFactory, PriceGroupFactory
+from tests.support.factories import AccountFactory, ApiKeyFactory, PriceGroupFactory
 from usage.models import UsageRecord
 
 OVERDRAFT = 5_000

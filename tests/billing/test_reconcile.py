@@ -13,10 +13,9 @@ from billing.models import Entry, Hold, KeySpend, LedgerAccount, Transaction
 from billing.reconcile import ledger_check
 from billing.services import hold_reserve
 from billing.tasks import ledger_reconcile
-from tests.factories import AccountFactory, ApiKeyFactory, PriceGroupFactory, UserFactory
+from tests.support.factories import AccountFactory, ApiKeyFactory, PriceGroupFactory, UserFactory
+from tests.support.ledger import balance_check_off, finished_request, served
 from usage.models import UsageRecord
-
-from .helpers import balance_check_off, finished_request, served
 
 pytestmark = pytest.mark.django_db
 

@@ -22,9 +22,8 @@ from billing.statements import (
 )
 from billing.tasks import statements_generate
 from relay.models import Channel
-from tests.factories import AccountFactory, ApiKeyFactory, PriceGroupFactory, UserFactory
-
-from .helpers import backdate, served
+from tests.support.factories import AccountFactory, ApiKeyFactory, PriceGroupFactory, UserFactory
+from tests.support.ledger import backdate, served
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -16,11 +16,10 @@ from django.db import connection
 from billing.models import Hold, Transaction
 from billing.reconcile import ledger_check
 from billing.tasks import usage_settle, usage_settle_pending
-from tests.conftest import wait_for
-from tests.factories import AccountFactory, ApiKeyFactory, PriceGroupFactory
+from tests.support.factories import AccountFactory, ApiKeyFactory, PriceGroupFactory
+from tests.support.ledger import finished_request
+from tests.support.waiting import wait_for
 from usage.models import UsageRecord
-
-from .helpers import finished_request
 
 ROOT = Path(__file__).resolve().parents[2]
 QUEUE = "crashtest"

@@ -17,9 +17,9 @@ from accounts.services import membership_add
 from billing.models import Transaction
 from billing.statements import statement_generate
 from core.money import micro_to_usd
-from tests.billing.helpers import backdate
-from tests.conftest import wait_for
-from tests.factories import UserFactory
+from tests.support.factories import UserFactory
+from tests.support.ledger import backdate
+from tests.support.waiting import wait_for
 from usage.models import UsageRecord
 
 CHROMIUM = "/usr/bin/chromium"

@@ -14,16 +14,14 @@ import pytest
 from django.conf import settings
 from rest_framework.authtoken.models import Token
 
-from tests.factories import (
+from tests.support.factories import (
     AccountFactory,
     ApiKeyFactory,
     ChannelFactory,
     ModelPriceFactory,
     UserFactory,
 )
-
-from .conftest import test_database_url
-from .procs import Gateway, environment
+from tests.support.procs import Gateway, environment, test_database_url
 
 WITHIN = 1.0
 

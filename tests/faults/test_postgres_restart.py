@@ -11,16 +11,15 @@ import time
 import httpx
 import pytest
 
-from tests.conftest import wait_for
-
-from .load import Load, send
-from .procs import ROOT, Gateway, PrivateCluster, Worker, environment, manage
+from tests.support.load import Load, send
+from tests.support.procs import ROOT, Gateway, PrivateCluster, Worker, environment, manage
+from tests.support.waiting import wait_for
 
 SEED = """
 import json, sys
 import django
 django.setup()
-from tests.factories import AccountFactory, ApiKeyFactory, ChannelFactory, ModelPriceFactory
+from tests.support.factories import AccountFactory, ApiKeyFactory, ChannelFactory, ModelPriceFactory
 group = ModelPriceFactory(model="gpt-4o-mini").group
 account = AccountFactory(price_group=group, credit=50_000_000)
 key = ApiKeyFactory(account=account)
@@ -145,7 +144,7 @@ import json, sys
 import django
 django.setup()
 from rest_framework.authtoken.models import Token
-from tests.factories import AccountFactory, ApiKeyFactory, ModelPriceFactory, UserFactory
+from tests.support.factories import AccountFactory, ApiKeyFactory, ModelPriceFactory, UserFactory
 group = ModelPriceFactory(model="gpt-4o-mini").group
 key = ApiKeyFactory(account=AccountFactory(price_group=group, credit=1_000_000))
 token = Token.objects.create(user=UserFactory(is_staff=True, is_superuser=True))

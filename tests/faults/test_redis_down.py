@@ -11,13 +11,11 @@ import pytest
 from accounts.models import Account
 from billing.models import Hold
 from billing.reconcile import ledger_check
-from tests.conftest import wait_for
-from tests.factories import AccountFactory, ApiKeyFactory, ChannelFactory, ModelPriceFactory
+from tests.support.factories import AccountFactory, ApiKeyFactory, ChannelFactory, ModelPriceFactory
+from tests.support.load import Load, send
+from tests.support.procs import Gateway, Worker, environment, test_database_url
+from tests.support.waiting import wait_for
 from usage.models import UsageRecord
-
-from .conftest import test_database_url
-from .load import Load, send
-from .procs import Gateway, Worker, environment
 
 CREDIT = 50_000_000
 

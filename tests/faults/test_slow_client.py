@@ -15,14 +15,12 @@ from billing.pricing import Price
 from billing.reconcile import ledger_check
 from core.money import TokenCounts
 from relay.tokens import count_messages, count_text
-from tests.conftest import wait_for
-from tests.factories import AccountFactory, ApiKeyFactory, ChannelFactory, ModelPriceFactory
-from tests.servers import ServerThread
+from tests.support.factories import AccountFactory, ApiKeyFactory, ChannelFactory, ModelPriceFactory
+from tests.support.procs import Gateway, Worker, environment, test_database_url
+from tests.support.servers import ServerThread
+from tests.support.stalling import chunk
+from tests.support.waiting import wait_for
 from usage.models import UsageRecord
-
-from .conftest import test_database_url
-from .procs import Gateway, Worker, environment
-from .stalling import chunk
 
 WORDS = " ".join(f"w{i % 10}" for i in range(300))
 EVENT = chunk(WORDS)

@@ -13,12 +13,11 @@ from billing.reconcile import ledger_check
 from core.money import TokenCounts
 from relay.selectors import channel_cache_invalidate
 from relay.tokens import count_messages, count_text
-from tests.conftest import wait_for
-from tests.factories import ChannelFactory
-from tests.relay.conftest import chat
+from tests.support.factories import ChannelFactory
+from tests.support.relay import chat
+from tests.support.stalling import StallingUpstream, chunk, http_chunk, json_headers, sse_headers
+from tests.support.waiting import wait_for
 from usage.models import UsageRecord
-
-from .stalling import StallingUpstream, chunk, http_chunk, json_headers, sse_headers
 
 TIMEOUT = 0.5
 CREDIT = 5_000_000

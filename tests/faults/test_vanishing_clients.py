@@ -21,13 +21,11 @@ from django.db import connection
 from accounts.models import Account
 from billing.models import Hold
 from billing.reconcile import ledger_check
-from tests.conftest import wait_for
-from tests.factories import AccountFactory, ApiKeyFactory, ChannelFactory, ModelPriceFactory
-from tests.relay.conftest import settle_in_flight
+from tests.support.factories import AccountFactory, ApiKeyFactory, ChannelFactory, ModelPriceFactory
+from tests.support.procs import Gateway, environment, test_database_url
+from tests.support.relay import settle_in_flight
+from tests.support.waiting import wait_for
 from usage.models import UsageRecord
-
-from .conftest import test_database_url
-from .procs import Gateway, environment
 
 CREDIT = 50_000_000
 

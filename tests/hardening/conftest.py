@@ -1,5 +1,9 @@
-"""The hardening tests reuse the live relay of tests/relay and the two-account world
-of tests/api."""
+"""The hardening tests reuse the live relay of tests/relay (``relay_env``) and the
+two-account ``world`` of tests/api, both shared from tests/support/fixtures.py."""
 
-from tests.api.conftest import _fast_passwords, world  # noqa: F401 - shared fixtures
-from tests.relay.conftest import relay_env  # noqa: F401 - a shared fixture
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _fast_passwords(fast_passwords):
+    """As in tests/api: every test here makes a few users."""

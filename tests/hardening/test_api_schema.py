@@ -22,8 +22,8 @@ from billing.reconcile import ledger_check
 from billing.services import redemption_codes_create
 from billing.statements import statement_generate
 from config.wsgi import application
-from tests.api.conftest import usage
-from tests.factories import ChannelFactory
+from tests.support.api import usage
+from tests.support.factories import ChannelFactory
 
 CHECKS = [not_a_server_error, response_schema_conformance, content_type_conformance]
 # Transactions the API may post: the credit endpoints and redemption codes.

@@ -5,7 +5,7 @@ debug pages), whatever went wrong."""
 import pytest
 from rest_framework.authtoken.models import Token
 
-from tests.factories import UserFactory
+from tests.support.factories import UserFactory
 
 
 def relay_error(response, status: int) -> dict:

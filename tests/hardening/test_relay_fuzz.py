@@ -17,9 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from billing.models import Entry, Hold, Transaction
-from tests.factories import ApiKeyFactory
-
-from ..relay.conftest import chat
+from tests.support.factories import ApiKeyFactory
+from tests.support.relay import chat
 
 CHAT_URL = "/v1/chat/completions"
 PRICED = {"gpt-4o-mini", "o4-mini", "auto"}

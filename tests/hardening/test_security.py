@@ -18,8 +18,8 @@ from accounts.models import ApiKey, Membership
 from billing.models import Entry, Statement, Transaction
 from billing.statements import statement_generate
 from relay.models import Channel
-from tests.api.conftest import usage
-from tests.factories import UserFactory
+from tests.support.api import usage
+from tests.support.factories import UserFactory
 
 pytestmark = pytest.mark.django_db
 

@@ -13,11 +13,10 @@ from relay.models import Channel
 from relay.providers.anthropic import chat as chat_over_anthropic
 from relay.providers.openai import messages as messages_over_chat
 from relay.selectors import channel_cache_invalidate
-from tests.conftest import wait_for
-from tests.factories import ChannelFactory, ModelPriceFactory
+from tests.support.factories import ChannelFactory, ModelPriceFactory
+from tests.support.relay import WEATHER
+from tests.support.waiting import wait_for
 from usage.models import UsageRecord
-
-from .test_unusual_bodies import WEATHER
 
 SONNET = Price.from_decimals(
     model="claude-sonnet-4", input="3.00", output="15.00", cache_read="0.30", cache_write="3.75"

@@ -10,11 +10,10 @@ from billing.models import Entry, Hold, LedgerAccount, Transaction
 from core.money import micro_to_usd
 from relay.providers.mock import upstream as mock
 from relay.tokens import count_messages
-from tests.conftest import wait_for
-from tests.factories import ApiKeyFactory
+from tests.support.factories import ApiKeyFactory
+from tests.support.relay import chat
+from tests.support.waiting import wait_for
 from usage.models import UsageRecord
-
-from .conftest import chat
 
 
 def settled(request_id: str) -> UsageRecord:
@@ -266,7 +265,7 @@ def test_upstream_rejection_reaches_the_caller_without_upstream_secrets(relay_en
 
 
 def test_failover_to_the_next_channel_before_any_byte_was_sent(relay_env, upstream):
-    from tests.factories import ChannelFactory
+    from tests.support.factories import ChannelFactory
 
     relay_env.channel.priority = 10
     relay_env.channel.save()

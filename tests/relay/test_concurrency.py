@@ -14,11 +14,10 @@ from django.db import connection
 from billing.models import Hold, Transaction
 from billing.services import HoldRefused, hold_reserve
 from billing.tasks import usage_settle
-from tests.conftest import wait_for
-from tests.factories import AccountFactory, ApiKeyFactory
+from tests.support.factories import AccountFactory, ApiKeyFactory
+from tests.support.relay import chat
+from tests.support.waiting import wait_for
 from usage.models import UsageRecord
-
-from .conftest import chat
 
 N_REQUESTS = 24
 AFFORDABLE = 7
@@ -84,7 +83,7 @@ def test_parallel_requests_against_a_small_balance_admit_exactly_what_it_covers(
 
 @pytest.mark.django_db(transaction=True)
 def test_parallel_reservations_on_separate_connections_never_overdraw():
-    from tests.factories import PriceGroupFactory
+    from tests.support.factories import PriceGroupFactory
 
     account = AccountFactory(price_group=PriceGroupFactory(), credit=10_000)
     key = ApiKeyFactory(account=account)
@@ -143,7 +142,7 @@ def test_settlement_delivered_again_through_the_broker_charges_once(relay_env):
 
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_duplicate_settlements_charge_once():
-    from tests.factories import PriceGroupFactory
+    from tests.support.factories import PriceGroupFactory
 
     account = AccountFactory(price_group=PriceGroupFactory(), credit=1_000_000)
     key = ApiKeyFactory(account=account)

@@ -11,11 +11,10 @@ from accounts.services import api_key_revoke
 from billing.models import Hold, Transaction
 from billing.reconcile import ledger_check
 from relay.providers.mock import upstream as mock
-from tests.conftest import wait_for
-from tests.factories import AccountFactory, ApiKeyFactory
+from tests.support.factories import AccountFactory, ApiKeyFactory
+from tests.support.relay import chat, error_of
+from tests.support.waiting import wait_for
 from usage.models import UsageDaily, UsageRecord
-
-from .conftest import chat
 
 
 def assert_nothing_moved(env, upstream):
@@ -24,16 +23,6 @@ def assert_nothing_moved(env, upstream):
     assert upstream.calls == 0
     assert not Hold.objects.exists()
     assert not Transaction.objects.filter(kind="charge").exists()
-
-
-def error_of(response, status):
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/json"
-    body = response.json()
-    assert set(body) == {"error"}
-    assert set(body["error"]) == {"message", "type", "param", "code"}
-    assert body["error"]["message"]
-    return body["error"]
 
 
 @pytest.mark.parametrize(

@@ -14,11 +14,10 @@ from billing.services.holds import PortableHolds, PostgresHolds
 from billing.tasks import usage_settle_pending
 from core import shared
 from relay import limits
-from tests.conftest import wait_for
-from tests.factories import AccountFactory, ApiKeyFactory, PriceGroupFactory
+from tests.support.factories import AccountFactory, ApiKeyFactory, PriceGroupFactory
+from tests.support.relay import chat
+from tests.support.waiting import wait_for
 from usage.models import UsageRecord
-
-from .conftest import chat
 
 
 def parallel(env, key, n, body=None):

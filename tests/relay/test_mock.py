@@ -6,12 +6,10 @@ import pytest
 from billing.models import Hold
 from relay.models import Channel
 from relay.selectors import channel_cache_invalidate
-from tests.conftest import wait_for
-from tests.factories import ChannelFactory, ModelPriceFactory
+from tests.support.factories import ChannelFactory, ModelPriceFactory
+from tests.support.relay import chat, error_of
+from tests.support.waiting import wait_for
 from usage.models import UsageRecord
-
-from .conftest import chat
-from .test_errors import error_of
 
 
 @pytest.fixture

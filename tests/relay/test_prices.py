@@ -8,8 +8,8 @@ from django.utils import timezone
 from billing.pricing import Price
 from billing.services import model_price_set
 from core.money import TokenCounts
-from tests.conftest import wait_for
-from tests.relay.conftest import chat
+from tests.support.relay import chat
+from tests.support.waiting import wait_for
 from usage.models import UsageRecord
 
 

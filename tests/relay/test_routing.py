@@ -13,11 +13,10 @@ from relay.lifecycle.routing import route_order
 from relay.models import Channel
 from relay.selectors import ChannelInfo, channel_cache_invalidate
 from relay.tasks import channels_probe
-from tests.conftest import wait_for
-from tests.factories import ChannelFactory, ModelPriceFactory
+from tests.support.factories import ChannelFactory, ModelPriceFactory
+from tests.support.relay import chat
+from tests.support.waiting import wait_for
 from usage.models import UsageRecord
-
-from .conftest import chat
 
 
 def info(cid, priority=0, weight=1):
@@ -289,7 +288,7 @@ def test_auto_fastest_tries_a_model_it_has_no_figure_for(relay_env, auto_env):
 
 
 def test_auto_respects_the_keys_allowed_models(relay_env, auto_env):
-    from tests.factories import ApiKeyFactory
+    from tests.support.factories import ApiKeyFactory
 
     key = ApiKeyFactory(account=relay_env.account, allowed_models=["big-model"])
     response = relay_env.post({**chat(), "model": "auto"}, key=key.secret)

@@ -8,11 +8,10 @@ from django.test import Client
 
 from relay.models import Channel
 from relay.selectors import channel_cache_invalidate
-from tests.conftest import wait_for
-from tests.factories import ChannelFactory
+from tests.support.factories import ChannelFactory
+from tests.support.relay import chat
+from tests.support.waiting import wait_for
 from usage.models import UsageRecord
-
-from .conftest import chat
 
 UPSTREAM_SECRET = "sk-upstream-secret-abcdef123456"
 

@@ -10,11 +10,10 @@ from billing.models import Transaction
 from billing.pricing import Price
 from core.money import TokenCounts, micro_to_usd
 from relay.tokens import count_messages, count_text
-from tests.conftest import wait_for
-from tests.factories import ChannelFactory
+from tests.support.factories import ChannelFactory
+from tests.support.relay import chat
+from tests.support.waiting import wait_for
 from usage.models import UsageRecord
-
-from .conftest import chat
 
 LONG_REPLY = " ".join(f"word{i}" for i in range(40))
 PRICE = Price.from_decimals(model="gpt-4o-mini", input="0.15", output="0.60")

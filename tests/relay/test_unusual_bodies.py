@@ -18,21 +18,13 @@ from billing.models import Hold
 from billing.reconcile import ledger_check
 from relay.models import Channel
 from relay.selectors import channel_cache_invalidate
-from tests.conftest import wait_for
-from tests.factories import ChannelFactory
+from tests.support.factories import ChannelFactory
+from tests.support.relay import WEATHER
+from tests.support.waiting import wait_for
 from usage.models import UsageRecord
 
 PDF = base64.b64encode(b"%PDF-1.4 tiny").decode()
 PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n tiny").decode()
-WEATHER = {
-    "name": "get_weather",
-    "description": "Weather for a city",
-    "input_schema": {
-        "type": "object",
-        "properties": {"city": {"type": "string"}},
-        "required": ["city"],
-    },
-}
 
 
 def _messages(*turns, **extra) -> dict:

@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from tests.factories import AccountFactory, ApiKeyFactory, PriceGroupFactory
+from tests.support.factories import AccountFactory, ApiKeyFactory, PriceGroupFactory
 from usage.models import UsageDaily
 from usage.services import PortableRollup, PostgresRollup, usage_daily_add
 

@@ -15,8 +15,19 @@ from pathlib import Path
 import httpx
 import psycopg
 import redis
+from django.conf import settings
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_database_url() -> str:
+    """The test database, for processes that share it with the test."""
+    db = settings.DATABASES["default"]
+    return f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+# Not a test, though a test module that imports it would otherwise collect it as one.
+test_database_url.__test__ = False  # type: ignore[attr-defined]
 
 
 def free_port() -> int:

@@ -1,16 +1,17 @@
+"""The relay as its tests drive it: ``RelayEnv`` (what the ``relay_env`` fixture gives a
+test), ``chat()`` bodies, ``settle_in_flight()``, ``error_of()`` to check an
+OpenAI-shaped error and ``WEATHER``, a Messages API tool."""
+
 from dataclasses import dataclass
-from decimal import Decimal
 
 import httpx
-import pytest
 import redis
 from django.conf import settings
 
 from accounts.models import Account, ApiKey
 from billing.models import PriceGroup
 from relay.models import Channel
-from tests.conftest import wait_for
-from tests.factories import AccountFactory, ApiKeyFactory, ChannelFactory, ModelPriceFactory
+from tests.support.waiting import wait_for
 from usage.models import UsageRecord
 
 
@@ -35,38 +36,6 @@ class RelayEnv:
         return self.account
 
 
-@pytest.fixture
-def relay_env(transactional_db, tollgate_server, upstream, celery_worker_thread):
-    group = ModelPriceFactory(
-        model="gpt-4o-mini", input_per_m=Decimal("0.15"), output_per_m=Decimal("0.60")
-    ).group
-    ModelPriceFactory(
-        group=group,
-        model="o4-mini",
-        input_per_m=Decimal("1.10"),
-        output_per_m=Decimal("4.40"),
-        cache_read_per_m=Decimal("0.275"),
-        reasoning_per_m=Decimal("8.80"),
-    )
-    account = AccountFactory(price_group=group, credit=5_000_000)
-    key = ApiKeyFactory(account=account)
-    channel = ChannelFactory(
-        base_url=upstream.base_url,
-        served_models=["gpt-4o-mini", "o4-mini"],
-        api_key="sk-upstream-secret-abcdef123456",
-    )
-    with httpx.Client(base_url=tollgate_server.url, timeout=30) as http:
-        yield RelayEnv(
-            group=group,
-            account=account,
-            key=key,
-            channel=channel,
-            url=tollgate_server.url,
-            http=http,
-        )
-    settle_in_flight()
-
-
 def settle_in_flight() -> None:
     """Wait until the worker has finished every task of this test (nothing queued,
     nothing taken and unacknowledged) so the flush between tests cannot race a
@@ -83,3 +52,25 @@ def settle_in_flight() -> None:
 
 def chat(content: str = "Hello there", **extra):
     return {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": content}], **extra}
+
+
+def error_of(response, status):
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/json"
+    body = response.json()
+    assert set(body) == {"error"}
+    assert set(body["error"]) == {"message", "type", "param", "code"}
+    assert body["error"]["message"]
+    return body["error"]
+
+
+# A Messages API tool, for the requests that carry one.
+WEATHER = {
+    "name": "get_weather",
+    "description": "Weather for a city",
+    "input_schema": {
+        "type": "object",
+        "properties": {"city": {"type": "string"}},
+        "required": ["city"],
+    },
+}
