@@ -312,6 +312,18 @@ class AccountMoneyViewSet(viewsets.GenericViewSet):
         own = member_account_id(self.request.user)
         return queryset.filter(pk=own) if own is not None else queryset.none()
 
+    def _credited(self, account: Account, txn: Transaction) -> Response:
+        """The transaction posted and the balance after it."""
+        account.refresh_from_db()
+        context = self.get_serializer_context()
+        return Response(
+            {
+                "transaction": LedgerTransactionSerializer(txn, context=context).data,
+                "balance": BalanceSerializer(account).data,
+            },
+            status=status.HTTP_201_CREATED,
+        )
+
     @extend_schema(
         summary="Top up or adjust the balance through the ledger (staff)",
         description="A top-up (positive) or an adjustment (any sign, memo = reason) posted "
@@ -353,15 +365,7 @@ class AccountMoneyViewSet(viewsets.GenericViewSet):
                 {"detail": "This idempotency key was already used for a different credit."},
                 status=status.HTTP_409_CONFLICT,
             )
-        account.refresh_from_db()
-        context = self.get_serializer_context()
-        return Response(
-            {
-                "transaction": LedgerTransactionSerializer(txn, context=context).data,
-                "balance": BalanceSerializer(account).data,
-            },
-            status=status.HTTP_201_CREATED,
-        )
+        return self._credited(account, txn)
 
     @extend_schema(
         summary="Redeem a code for credit",
@@ -383,15 +387,7 @@ class AccountMoneyViewSet(viewsets.GenericViewSet):
             )
         except RedemptionError as exc:
             raise ValidationError({"code": [str(exc)]}) from exc
-        account.refresh_from_db()
-        context = self.get_serializer_context()
-        return Response(
-            {
-                "transaction": LedgerTransactionSerializer(txn, context=context).data,
-                "balance": BalanceSerializer(account).data,
-            },
-            status=status.HTTP_201_CREATED,
-        )
+        return self._credited(account, txn)
 
 
 def _customer_amount(txn: Transaction, account: Account) -> int:

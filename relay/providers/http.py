@@ -101,6 +101,13 @@ def failure_from_status(status: int, content: bytes, channel: ChannelInfo) -> Up
     )
 
 
+def _transport_failure(exc: client.TransportError, broken: str, code: str) -> UpstreamFailure:
+    """A transport error before the answer was whole: a timeout, or ``broken``."""
+    if isinstance(exc, client.TransportTimeout):
+        return UpstreamFailure(504, "The upstream provider timed out.", code="upstream_timeout")
+    return UpstreamFailure(502, broken, code=code)
+
+
 async def send(
     channel: ChannelInfo, url: str, body: dict[str, Any], headers: dict[str, str]
 ) -> client.UpstreamResponse:
@@ -109,14 +116,9 @@ async def send(
         response = await client.post(
             url, orjson.dumps(body), headers, read_timeout=channel.request_timeout
         )
-    except client.TransportTimeout:
-        raise UpstreamFailure(
-            504, "The upstream provider timed out.", code="upstream_timeout"
-        ) from None
-    except client.TransportError:
-        raise UpstreamFailure(
-            502, "The upstream provider could not be reached.", code="upstream_unreachable"
-        ) from None
+    except client.TransportError as exc:
+        unreachable = "The upstream provider could not be reached."
+        raise _transport_failure(exc, unreachable, "upstream_unreachable") from None
     if response.status >= 400:
         try:
             content = await response.read()
@@ -129,14 +131,9 @@ async def send(
 async def read_json(response: client.UpstreamResponse) -> dict[str, Any]:
     try:
         data = orjson.loads(await response.read())
-    except client.TransportTimeout:
-        raise UpstreamFailure(
-            504, "The upstream provider timed out.", code="upstream_timeout"
-        ) from None
-    except client.TransportError:
-        raise UpstreamFailure(
-            502, "The upstream provider's answer broke off.", code="upstream_failed"
-        ) from None
+    except client.TransportError as exc:
+        broke = "The upstream provider's answer broke off."
+        raise _transport_failure(exc, broke, "upstream_failed") from None
     except orjson.JSONDecodeError:
         raise UpstreamFailure(
             502,
