@@ -128,8 +128,18 @@ class BalanceSerializer(serializers.Serializer):
         return micro_to_usd(obj.available)
 
 
+class _LookupField(serializers.SlugRelatedField):
+    """A slug lookup that answers "does not exist" for a value no column can
+    hold (PostgreSQL text refuses NUL), instead of failing in the database."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, str) and "\x00" in data:
+            self.fail("does_not_exist", slug_name=self.slug_field, value=data.replace("\x00", ""))
+        return super().to_internal_value(data)
+
+
 class MembershipSerializer(serializers.ModelSerializer):
-    username = serializers.SlugRelatedField(
+    username = _LookupField(
         source="user",
         slug_field="username",
         queryset=get_user_model().objects.all(),

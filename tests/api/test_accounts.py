@@ -144,6 +144,10 @@ def test_staff_add_list_and_remove_members(world):
     assert again.status_code == 400
     assert Membership.objects.get(user=newcomer).account == world.a
 
+    # A name no user can have is a 400 naming the field, not a database failure.
+    nul = world.staff.post(f"/api/accounts/{world.b.pk}/members/", {"username": "\x00"})
+    assert nul.status_code == 400 and "username" in nul.json()
+
     member_id = added.json()["id"]
     # The membership must belong to the account in the URL.
     assert world.staff.delete(f"/api/accounts/{world.b.pk}/members/{member_id}/").status_code == 404
