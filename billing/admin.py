@@ -1,4 +1,5 @@
 from decimal import Decimal
+from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
@@ -8,6 +9,7 @@ from django.http import HttpRequest, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils import timezone
 from django.utils.html import format_html
 
 from accounts.admin import AccountAdmin, usd
@@ -19,16 +21,19 @@ from .models import (
     Hold,
     LedgerAccount,
     ModelPrice,
+    PriceComponent,
     PriceGroup,
     RedemptionCode,
     Statement,
     Transaction,
 )
-from .selectors import price_cache_invalidate
+from .pricing import UNITS, PriceError
+from .selectors import price_cache_invalidate, price_of
 from .services import (
     LedgerError,
     account_adjust,
     account_credit,
+    components_checked,
     model_price_set,
     redemption_codes_create,
 )
@@ -48,65 +53,218 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 
 class ModelPriceInline(admin.TabularInline):
+    """The group's price versions, newest first; a version is added on its own page."""
+
     model = ModelPrice
     extra = 0
-    fields = [
-        "model",
-        "mode",
-        "input_per_m",
-        "output_per_m",
-        "cache_read_per_m",
-        "cache_write_per_m",
-        "reasoning_per_m",
-        "request_fee",
-        "effective_from",
-    ]
+    fields = ("model", "mode", "components_summary", "effective_from")
+    readonly_fields = ("model", "mode", "components_summary", "effective_from")
+    ordering = ["model", "-effective_from"]
+    show_change_link = True
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="Components")
+    def components_summary(self, obj: ModelPrice) -> str:
+        return components_text(obj)
+
+
+def components_text(price: ModelPrice) -> str:
+    """A version's components in one line: "input 2.50 per 1M tokens; ..."."""
+    parts = []
+    for c in price_of(price).ordered():
+        text = f"{c.unit} {c.describe()['rate']} per {UNITS[c.unit].per}"
+        conditions = ", ".join(f"{k} {v}" for k, v in c.conditions().items())
+        parts.append(f"{text} ({conditions})" if conditions else text)
+    return "; ".join(parts)
 
 
 @admin.register(PriceGroup)
 class PriceGroupAdmin(admin.ModelAdmin):
-    list_display = ["name", "description", "created_at"]
+    list_display = ["name", "multiplier", "description", "created_at"]
     search_fields = ["name"]
     inlines = [ModelPriceInline]
+    change_form_template = "admin/billing/pricegroup/change_form.html"
 
-    def save_related(self, request, form, formsets, change):
-        super().save_related(request, form, formsets, change)
-        price_cache_invalidate(group_id=form.instance.pk)
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        price_cache_invalidate(group_id=obj.pk)
+
+    def get_urls(self):
+        catalogue = path(
+            "<int:pk>/import/",
+            self.admin_site.admin_view(self.import_view),
+            name="billing_pricegroup_import",
+        )
+        return [catalogue, *super().get_urls()]
+
+    def import_view(self, request: HttpRequest, pk: int):
+        from .catalogue import catalogue_admin_view
+
+        if not request.user.has_perm("billing.add_modelprice"):
+            raise PermissionDenied
+        return catalogue_admin_view(self, request, get_object_or_404(PriceGroup, pk=pk))
+
+
+COMPONENT_FIELDS = ("unit", "rate", "above", "size", "quality", "tool", "service_tier")
+
+
+class PriceComponentForm(forms.ModelForm):
+    class Meta:
+        model = PriceComponent
+        fields = COMPONENT_FIELDS
+
+    def clean(self):
+        data = super().clean() or {}
+        if self.errors or data.get("DELETE"):
+            return data
+        try:
+            components_checked([{k: data.get(k) for k in COMPONENT_FIELDS}])
+        except PriceError as exc:
+            self.add_error(exc.field if exc.field in COMPONENT_FIELDS else None, str(exc))
+        return data
+
+
+class PriceComponentFormSet(forms.BaseInlineFormSet):
+    def clean(self):
+        super().clean()
+        if any(self.errors):
+            return
+        specs = [
+            {k: f.cleaned_data.get(k) for k in COMPONENT_FIELDS}
+            for f in self.forms
+            if f.cleaned_data and not f.cleaned_data.get("DELETE")
+        ]
+        try:
+            components_checked(specs)
+        except PriceError as exc:
+            raise forms.ValidationError(str(exc)) from None
+
+
+class PriceComponentInline(admin.TabularInline):
+    model = PriceComponent
+    form = PriceComponentForm
+    formset = PriceComponentFormSet
+    extra = 0
+    min_num = 1
+
+    def get_extra(self, request, obj=None, **kwargs):
+        if obj is None:
+            return len(self.initial(request)) or 2
+        return 0
+
+    def get_min_num(self, request, obj=None, **kwargs):
+        return 0 if obj is None and self.initial(request) else 1
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return obj is None
+
+    @staticmethod
+    def initial(request) -> list[dict[str, Any]]:
+        """A new version starts from the components of the one it is based on
+        (``?from=<version id>``)."""
+        base = request.GET.get("from")
+        if request.method != "GET" or not base or not base.isdigit():
+            return []
+        rows = PriceComponent.objects.filter(price_id=int(base)).order_by("pk")
+        return [dict(row) for row in rows.values(*COMPONENT_FIELDS)]
+
+
+class ModelPriceForm(forms.ModelForm):
+    class Meta:
+        model = ModelPrice
+        fields = ["group", "model", "mode", "effective_from"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        field = self.fields.get("effective_from")
+        if field is None:  # a version shown, read-only
+            return
+        field.required = False
+        field.help_text = (
+            "When this version starts to apply (empty: now). Requests already made keep "
+            "the price they were charged."
+        )
+
+    def clean_effective_from(self):
+        value = self.cleaned_data.get("effective_from")
+        if value is not None and value < timezone.now():
+            raise forms.ValidationError("A price applies to later requests only.")
+        return value
 
 
 @admin.register(ModelPrice)
 class ModelPriceAdmin(admin.ModelAdmin):
-    list_display = [
-        "model",
-        "group",
-        "mode",
-        "input_per_m",
-        "output_per_m",
-        "cache_read_per_m",
-        "cache_write_per_m",
-        "reasoning_per_m",
-        "request_fee",
-        "effective_from",
-    ]
-    list_filter = ["group"]
+    """Price versions. A change is a new version (``New version`` on a version's page
+    starts one from its components); past requests keep the price they had."""
+
+    list_display = ["model", "group", "mode", "components_summary", "effective_from"]
+    list_filter = ["group", "mode"]
     search_fields = ["model"]
+    inlines = [PriceComponentInline]
+    form = ModelPriceForm
+    change_form_template = "admin/billing/modelprice/change_form.html"
 
     def has_change_permission(self, request, obj=None):
-        # A price change is a new version; past requests keep the price they had.
         return False
 
+    def get_changeform_initial_data(self, request):
+        initial = super().get_changeform_initial_data(request)
+        base = request.GET.get("from")
+        if base and base.isdigit():
+            version = ModelPrice.objects.filter(pk=int(base)).first()
+            if version is not None:
+                initial["group"] = str(version.group_id)
+                initial["model"] = version.model
+                initial["mode"] = version.mode
+        return initial
+
+    def get_formset_kwargs(self, request, obj, inline, prefix):
+        kwargs = super().get_formset_kwargs(request, obj, inline, prefix)
+        if obj.pk is None and isinstance(inline, PriceComponentInline):
+            initial = inline.initial(request)
+            if initial:
+                kwargs["initial"] = initial
+        return kwargs
+
+    @admin.display(description="Components")
+    def components_summary(self, obj: ModelPrice) -> str:
+        return components_text(obj)
+
     def save_model(self, request, obj, form, change):
-        obj.pk = model_price_set(
+        # Saved with its components, in one service call (``save_related``).
+        pass
+
+    def save_related(self, request, form, formsets, change):
+        components = [
+            {k: f.cleaned_data.get(k) for k in COMPONENT_FIELDS}
+            for formset in formsets
+            for f in formset.forms
+            if f.cleaned_data and not f.cleaned_data.get("DELETE")
+        ]
+        obj = form.instance
+        version = model_price_set(
             group_id=obj.group_id,
             model=obj.model,
-            input_per_m=obj.input_per_m,
-            output_per_m=obj.output_per_m,
-            cache_read_per_m=obj.cache_read_per_m,
-            cache_write_per_m=obj.cache_write_per_m,
-            reasoning_per_m=obj.reasoning_per_m,
-            request_fee=obj.request_fee,
+            mode=obj.mode,
             effective_from=obj.effective_from,
-        ).pk
+            components=components,
+        )
+        obj.pk = version.pk
+        obj.effective_from = version.effective_from
+        obj.created_at = version.created_at
+        # What the admin's history says was added with the version.
+        for formset in formsets:
+            formset.new_objects = list(version.components.all())
+            formset.changed_objects = []
+            formset.deleted_objects = []
 
 
 class EntryInline(admin.TabularInline):

@@ -29,7 +29,7 @@ from core.access import (
 )
 
 from .models import Entry, ModelPrice, PriceGroup, RedemptionCode, Statement, Transaction
-from .selectors import prices_current
+from .selectors import price_cache_invalidate, prices_current
 from .serializers import (
     CreditSerializer,
     LedgerTransactionSerializer,
@@ -65,8 +65,8 @@ def _own_group_id(request: Request) -> int | None:
     list=extend_schema(summary="Price groups (a member sees their own group)"),
     retrieve=extend_schema(summary="A price group"),
     create=extend_schema(summary="Create a price group (staff)"),
-    update=extend_schema(summary="Rename or describe a price group (staff)"),
-    partial_update=extend_schema(summary="Rename or describe a price group (staff)"),
+    update=extend_schema(summary="Rename a price group or change its multiplier (staff)"),
+    partial_update=extend_schema(summary="Rename a price group or change its multiplier (staff)"),
 )
 class PriceGroupViewSet(
     mixins.ListModelMixin,
@@ -86,6 +86,11 @@ class PriceGroupViewSet(
             return self.queryset
         group_id = _own_group_id(self.request)
         return self.queryset.filter(pk=group_id) if group_id else self.queryset.none()
+
+    def perform_update(self, serializer: serializers.BaseSerializer) -> None:
+        super().perform_update(serializer)
+        # The multiplier is part of every price of the group.
+        price_cache_invalidate(group_id=serializer.instance.pk)
 
 
 _PRICE_FILTERS = [
@@ -129,7 +134,9 @@ class ModelPriceViewSet(
     viewsets.GenericViewSet,
 ):
     serializer_class = ModelPriceSerializer
-    queryset = ModelPrice.objects.order_by("group_id", "model", "-effective_from", "-pk")
+    queryset = ModelPrice.objects.prefetch_related("components").order_by(
+        "group_id", "model", "-effective_from", "-pk"
+    )
 
     def get_permissions(self) -> list[Any]:
         return [*super().get_permissions(), StaffWrites()]

@@ -1,48 +1,57 @@
+from decimal import Decimal
+
 from django.conf import settings
 from django.db import models
 from django.db.models import F, Q
 from django.db.models.functions import Now
 
-
-def price_field(**kwargs) -> models.DecimalField:
-    """USD per 1M tokens, exact to six decimals (one pico-USD per token)."""
-    return models.DecimalField(max_digits=14, decimal_places=6, **kwargs)
+from .pricing import UNIT_CHOICES
 
 
 class PriceGroup(models.Model):
-    """A price list. Every account is billed with its group's prices."""
+    """A price list. Every account is billed with its group's prices, times the
+    group's multiplier."""
 
     name = models.CharField(max_length=100, unique=True)
     description = models.TextField(blank=True)
+    # Applies to every price of the group (1.25: everything a quarter dearer); a
+    # request keeps the multiplier it was charged with in its price snapshot.
+    multiplier = models.DecimalField(max_digits=8, decimal_places=4, default=Decimal(1))
     created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(multiplier__gte=0), name="pricegroup_multiplier_nonnegative"
+            )
+        ]
 
     def __str__(self) -> str:
         return self.name
 
 
 class ModelPrice(models.Model):
-    """USD per one million tokens of each kind, for one model in one group.
+    """One price version of one model in one group: a set of ``PriceComponent``s.
 
-    Versioned: a change is a new row with a later ``effective_from``; a request is
-    priced with the newest row already in effect and keeps a snapshot of it. The
-    cache and reasoning prices fall back to the input and output prices when empty.
-    """
+    Versioned: a change is a new version with a later ``effective_from``; a request
+    is priced with the newest version already in effect and keeps a snapshot of the
+    components it used. Versions are never edited."""
 
     class Mode(models.TextChoices):
         # The endpoint family a model serves (the names of LiteLLM's catalogue):
         # ``model: "auto"`` only chooses among models of the request's mode.
-        CHAT = "chat", "Chat (chat completions, messages)"
+        CHAT = "chat", "Chat (chat completions, messages, responses)"
+        COMPLETION = "completion", "Completions (legacy)"
         EMBEDDING = "embedding", "Embeddings"
+        IMAGE_GENERATION = "image_generation", "Images"
+        AUDIO_TRANSCRIPTION = "audio_transcription", "Audio transcription"
+        AUDIO_SPEECH = "audio_speech", "Speech"
+        RERANK = "rerank", "Rerank"
+        MODERATION = "moderation", "Moderations"
 
     group = models.ForeignKey(PriceGroup, on_delete=models.CASCADE, related_name="prices")
     model = models.CharField(max_length=200)
     mode = models.CharField(max_length=32, choices=Mode.choices, default=Mode.CHAT)
-    input_per_m = price_field()
-    output_per_m = price_field()
-    cache_read_per_m = price_field(null=True, blank=True)
-    cache_write_per_m = price_field(null=True, blank=True)
-    reasoning_per_m = price_field(null=True, blank=True)
-    request_fee = price_field(default=0)
     effective_from = models.DateTimeField(db_default=Now())
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -51,20 +60,73 @@ class ModelPrice(models.Model):
             models.UniqueConstraint(
                 fields=["group", "model", "effective_from"], name="modelprice_one_version_at_a_time"
             ),
-            models.CheckConstraint(
-                condition=Q(input_per_m__gte=0)
-                & Q(output_per_m__gte=0)
-                & Q(request_fee__gte=0)
-                & (Q(cache_read_per_m__isnull=True) | Q(cache_read_per_m__gte=0))
-                & (Q(cache_write_per_m__isnull=True) | Q(cache_write_per_m__gte=0))
-                & (Q(reasoning_per_m__isnull=True) | Q(reasoning_per_m__gte=0)),
-                name="modelprice_nonnegative",
-            ),
         ]
         indexes = [models.Index(fields=["group", "model", "-effective_from"])]
 
     def __str__(self) -> str:
         return f"{self.group} / {self.model} from {self.effective_from:%Y-%m-%d %H:%M}"
+
+
+class PriceComponent(models.Model):
+    """One "unit x rate" line of a price version (``billing.pricing``): USD per the
+    unit's quantum, with optional conditions (a context tier above N prompt tokens,
+    an image's size and quality, a tool's type, a service tier)."""
+
+    price = models.ForeignKey(ModelPrice, on_delete=models.CASCADE, related_name="components")
+    unit = models.CharField(max_length=32, choices=UNIT_CHOICES)
+    # Exact to the pico-USD per counted quantity (a token, a millisecond of audio...):
+    # ``billing.pricing.rate_pico`` refuses more decimals than the unit allows.
+    rate = models.DecimalField(max_digits=24, decimal_places=12)
+    above = models.PositiveIntegerField(
+        default=0, help_text="Applies when the prompt is above this many tokens (0: always)."
+    )
+    size = models.CharField(max_length=32, blank=True)
+    quality = models.CharField(max_length=32, blank=True)
+    tool = models.CharField(max_length=64, blank=True)
+    service_tier = models.CharField(max_length=32, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["price", "unit", "above", "size", "quality", "tool", "service_tier"],
+                name="pricecomponent_unique_conditions",
+            ),
+            models.CheckConstraint(
+                condition=Q(rate__gte=0), name="pricecomponent_rate_nonnegative"
+            ),
+            models.CheckConstraint(
+                condition=Q(unit="image") | (Q(size="") & Q(quality="")),
+                name="pricecomponent_size_only_for_images",
+            ),
+            models.CheckConstraint(
+                condition=Q(unit="tool_call") | Q(tool=""),
+                name="pricecomponent_tool_only_for_tool_calls",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.unit} {self.rate}"
+
+
+class Carry(models.Model):
+    """The part of an account's exact charges below one micro-USD, not yet charged:
+    settlement charges whole micro-USD and carries the rest to the next batch
+    (``billing.services.settlement``)."""
+
+    account = models.OneToOneField(
+        "accounts.Account", on_delete=models.CASCADE, primary_key=True, related_name="+"
+    )
+    pico = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(pico__gte=0) & Q(pico__lt=1_000_000), name="carry_below_one_micro"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.account_id}: {self.pico} pico-USD"
 
 
 class LedgerAccount(models.Model):

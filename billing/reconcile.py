@@ -8,8 +8,10 @@ Checks (each a SQL query over the whole ledger):
 4. each account's ``held`` equals the sum of its open holds;
 5. each key's held spend (per day and month) equals its open spend-tracked holds;
 6. every finished usage record is settled, and settled exactly once: each charge
-   transaction's revenue equals the cost of the records that point to it, its
-   upstream cost equals theirs, and no charged record lacks a settlement;
+   transaction's revenue is the exact cost of the records that point to it (to
+   within the sub-micro-USD carried in and out), its upstream cost is theirs, no
+   charged record lacks a settlement, and what each account was charged plus what
+   it carries is exactly the sum of its settled records' costs;
 7. no settled record still has an open hold;
 8. no hold has been open for minutes while no web process has its request in
    flight (``core.inflight``): a hold left behind.
@@ -99,18 +101,24 @@ CHECKS: list[tuple[str, str, str]] = [
         "usage record {0} ({1}) finished at {2} and is not settled",
     ),
     (
+        # A record of one micro-USD or more (or half a micro-USD owed upstream) makes
+        # its batch post a transaction; smaller ones may all be carried.
         "usage_charged_without_settlement",
-        """SELECT id, request_id, cost FROM usage_usagerecord
+        """SELECT id, request_id, cost_pico FROM usage_usagerecord
            WHERE settled_at IS NOT NULL AND settlement_id IS NULL
-             AND (cost > 0 OR upstream_cost > 0)""",
-        "usage record {0} ({1}) cost {2} but has no settlement transaction",
+             AND (cost_pico >= 1000000 OR upstream_cost_pico >= 500000)""",
+        "usage record {0} ({1}) cost {2} pico-USD but has no settlement transaction",
     ),
     (
+        # A charge's revenue is its records' exact cost, give or take what the account
+        # carried in and out (each under one micro-USD); its upstream cost is theirs,
+        # rounded once.
         "settlement_mismatch",
         """SELECT t.id, COALESCE(r.cost, 0), COALESCE(e.revenue, 0),
                   COALESCE(r.upstream, 0), COALESCE(e.upstream, 0)
            FROM billing_transaction t
-           LEFT JOIN (SELECT settlement_id, SUM(cost) AS cost, SUM(upstream_cost) AS upstream
+           LEFT JOIN (SELECT settlement_id, SUM(cost_pico) AS cost,
+                             SUM(upstream_cost_pico) AS upstream
                       FROM usage_usagerecord WHERE settlement_id IS NOT NULL
                       GROUP BY settlement_id) r ON r.settlement_id = t.id
            LEFT JOIN (SELECT e.transaction_id,
@@ -121,9 +129,30 @@ CHECKS: list[tuple[str, str, str]] = [
                       JOIN billing_ledgeraccount la ON la.id = e.ledger_account_id
                       GROUP BY e.transaction_id) e ON e.transaction_id = t.id
            WHERE t.kind = 'charge'
-             AND (COALESCE(r.cost, 0) <> COALESCE(e.revenue, 0)
-                  OR COALESCE(r.upstream, 0) <> COALESCE(e.upstream, 0))""",
-        "charge {0}: records cost {1}, revenue {2}; records upstream {3}, booked {4}",
+             AND (ABS(COALESCE(e.revenue, 0) * 1000000 - COALESCE(r.cost, 0)) >= 1000000
+                  OR ABS(COALESCE(e.upstream, 0) * 1000000 - COALESCE(r.upstream, 0)) > 500000)""",
+        "charge {0}: records cost {1} pico-USD, revenue {2} micro-USD; records upstream {3} "
+        "pico-USD, booked {4} micro-USD",
+    ),
+    (
+        # What each account was charged for usage, plus what it carries, is the exact
+        # sum of its settled records.
+        "charged_not_exact",
+        """SELECT a.id, COALESCE(r.cost, 0), COALESCE(e.revenue, 0), COALESCE(c.pico, 0)
+           FROM accounts_account a
+           LEFT JOIN (SELECT account_id, SUM(cost_pico) AS cost FROM usage_usagerecord
+                      WHERE settled_at IS NOT NULL GROUP BY account_id) r
+                  ON r.account_id = a.id
+           LEFT JOIN (SELECT t.account_id, SUM(e.amount) AS revenue
+                      FROM billing_entry e
+                      JOIN billing_transaction t ON t.id = e.transaction_id
+                      JOIN billing_ledgeraccount la ON la.id = e.ledger_account_id
+                      WHERE t.kind = 'charge' AND la.kind = 'revenue'
+                      GROUP BY t.account_id) e ON e.account_id = a.id
+           LEFT JOIN billing_carry c ON c.account_id = a.id
+           WHERE COALESCE(r.cost, 0) <> COALESCE(e.revenue, 0) * 1000000 + COALESCE(c.pico, 0)""",
+        "account {0}: settled records cost {1} pico-USD, charged {2} micro-USD, carried {3} "
+        "pico-USD",
     ),
     (
         "settled_with_open_hold",

@@ -1,4 +1,5 @@
 from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
 
 from django.conf import settings
 from django.db.models import Sum
@@ -7,8 +8,8 @@ from django.utils import timezone
 
 from core.localcache import TTLCache
 
-from .models import Entry, LedgerAccount, ModelPrice
-from .pricing import Price
+from .models import Entry, LedgerAccount, ModelPrice, PriceGroup
+from .pricing import Component, Price
 
 # group id -> model -> price versions, newest first: [(effective_from, Price), ...]
 PriceBook = dict[str, list[tuple[datetime, Price]]]
@@ -16,20 +17,41 @@ PriceBook = dict[str, list[tuple[datetime, Price]]]
 _price_cache: TTLCache[PriceBook] = TTLCache("prices", lambda: settings.TOLLGATE["PRICE_CACHE_TTL"])
 
 
+def price_of(version: ModelPrice, multiplier: Decimal | None = None) -> Price:
+    """A stored price version as the relay prices with it (its components, times the
+    group's multiplier)."""
+    if multiplier is None:
+        multiplier = version.group.multiplier
+    return Price(
+        model=version.model,
+        components=tuple(
+            Component.of(
+                c.unit,
+                c.rate,
+                above=c.above,
+                size=c.size,
+                quality=c.quality,
+                tool=c.tool,
+                service_tier=c.service_tier,
+            )
+            for c in version.components.all()
+        ),
+        multiplier=multiplier,
+        price_id=version.pk,
+        mode=version.mode,
+    )
+
+
 def _price_book_load(group_id: int) -> PriceBook:
     book: PriceBook = {}
-    for row in ModelPrice.objects.filter(group_id=group_id).order_by("model", "-effective_from"):
-        price = Price.from_decimals(
-            model=row.model,
-            input=row.input_per_m,
-            output=row.output_per_m,
-            cache_read=row.cache_read_per_m,
-            cache_write=row.cache_write_per_m,
-            reasoning=row.reasoning_per_m,
-            request_fee=row.request_fee,
-            price_id=row.pk,
-            mode=row.mode,
-        )
+    multiplier = PriceGroup.objects.filter(pk=group_id).values_list("multiplier", flat=True).first()
+    versions = (
+        ModelPrice.objects.filter(group_id=group_id)
+        .prefetch_related("components")
+        .order_by("model", "-effective_from")
+    )
+    for row in versions:
+        price = price_of(row, multiplier if multiplier is not None else Decimal(1))
         book.setdefault(row.model, []).append((row.effective_from, price))
     return book
 

@@ -5,6 +5,7 @@ Money is integer micro-USD; prices are exact decimal strings in USD per 1M token
 
 import re
 from datetime import date
+from decimal import Decimal
 from typing import Any
 
 from django.utils import timezone
@@ -13,37 +14,112 @@ from rest_framework import serializers
 
 from accounts.models import Account
 from accounts.serializers import MICRO_USD, StaffOnlyFieldsMixin
-from core.money import AMOUNT_MAX, micro_to_usd
+from core.money import AMOUNT_MAX, COUNT_MAX, micro_to_usd
 
-from .models import Entry, ModelPrice, PriceGroup, RedemptionCode, Statement, Transaction
+from .models import (
+    Entry,
+    ModelPrice,
+    PriceComponent,
+    PriceGroup,
+    RedemptionCode,
+    Statement,
+    Transaction,
+)
+from .pricing import UNIT_CHOICES, UNITS, PriceError, decimal_text
 from .selectors import MARGIN_BY
+from .services import components_checked
 from .statements import month_closed
-
-PER_M = "USD per 1M tokens, up to six decimals."
 
 
 class PriceGroupSerializer(serializers.ModelSerializer):
+    multiplier = serializers.DecimalField(
+        max_digits=8,
+        decimal_places=4,
+        min_value=Decimal(0),
+        required=False,
+        help_text="Every price of the group is multiplied by this (1.25: a quarter dearer). "
+        "A change applies to later requests; each request keeps the one it was charged with.",
+    )
+
     class Meta:
         model = PriceGroup
-        fields = ["id", "name", "description", "created_at"]
+        fields = ["id", "name", "description", "multiplier", "created_at"]
         read_only_fields = ["created_at"]
 
 
-def _price(help_text: str, **kwargs: Any) -> serializers.DecimalField:
-    return serializers.DecimalField(
-        max_digits=14, decimal_places=6, min_value=0, help_text=help_text, **kwargs
+class PriceComponentSerializer(serializers.ModelSerializer):
+    """One "unit x rate" line of a price version, with its conditions."""
+
+    unit = serializers.ChoiceField(
+        choices=UNIT_CHOICES,
+        help_text="What is counted: token kinds (input, cache_read, cache_write (5 minutes), "
+        "cache_write_1h, output, reasoning, audio_input, audio_output, image_input, "
+        "image_output), request, image, audio_second, character, search_unit, tool_call.",
     )
+    rate = serializers.DecimalField(
+        max_digits=24,
+        decimal_places=12,
+        min_value=Decimal(0),
+        help_text="USD per the unit's quantum (`per`): 1M tokens, one request, one image, one "
+        "second of audio, 1M characters, one search unit, 1K tool calls. Exact to the "
+        "pico-USD per token, millisecond, character or call.",
+    )
+    per = serializers.SerializerMethodField(help_text="What the rate is for.")
+    above = serializers.IntegerField(
+        min_value=0,
+        max_value=COUNT_MAX,
+        required=False,
+        default=0,
+        help_text="A context tier: applies, instead of the rate at a lower tier, when the "
+        "request's prompt is above this many tokens (0: always).",
+    )
+    size = serializers.CharField(
+        max_length=32, required=False, allow_blank=True, default="", help_text="Images only."
+    )
+    quality = serializers.CharField(
+        max_length=32, required=False, allow_blank=True, default="", help_text="Images only."
+    )
+    tool = serializers.CharField(
+        max_length=64,
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text="Tool calls only: the tool type (web_search, file_search, code_interpreter...).",
+    )
+    service_tier = serializers.CharField(
+        max_length=32,
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text="Applies only to requests served in this tier (flex, priority...).",
+    )
+
+    class Meta:
+        model = PriceComponent
+        fields = ["unit", "rate", "per", "above", "size", "quality", "tool", "service_tier"]
+
+    def get_per(self, obj: Any) -> str:
+        unit = obj["unit"] if isinstance(obj, dict) else obj.unit
+        return UNITS[unit].per
+
+    def to_representation(self, instance: Any) -> dict[str, Any]:
+        data = super().to_representation(instance)
+        # "2.50", not the column's twelve decimals.
+        rate = instance["rate"] if isinstance(instance, dict) else instance.rate
+        data["rate"] = decimal_text(Decimal(rate))
+        return data
 
 
 class ModelPriceSerializer(serializers.ModelSerializer):
-    """One price version. Versions are never edited: a change is a new version."""
+    """One price version: a set of components. Versions are never edited: a change is
+    a new version."""
 
-    input_per_m = _price(PER_M)
-    output_per_m = _price(PER_M)
-    cache_read_per_m = _price(f"{PER_M} Empty: the input price.", required=False, allow_null=True)
-    cache_write_per_m = _price(f"{PER_M} Empty: the input price.", required=False, allow_null=True)
-    reasoning_per_m = _price(f"{PER_M} Empty: the output price.", required=False, allow_null=True)
-    request_fee = _price("USD per request, up to six decimals.", required=False)
+    components = PriceComponentSerializer(
+        many=True,
+        help_text="At least one. For each unit a request uses, the most specific component "
+        "that applies bills it; a token kind without one falls back to the input or output "
+        "rate.",
+    )
     effective_from = serializers.DateTimeField(
         required=False,
         help_text="When this version starts to apply (default: now). Requests already made "
@@ -52,20 +128,7 @@ class ModelPriceSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = ModelPrice
-        fields = [
-            "id",
-            "group",
-            "model",
-            "mode",
-            "input_per_m",
-            "output_per_m",
-            "cache_read_per_m",
-            "cache_write_per_m",
-            "reasoning_per_m",
-            "request_fee",
-            "effective_from",
-            "created_at",
-        ]
+        fields = ["id", "group", "model", "mode", "components", "effective_from", "created_at"]
         read_only_fields = ["created_at"]
         # The (group, model, effective_from) uniqueness is checked by the database;
         # ``effective_from`` is usually filled in by the service.
@@ -77,6 +140,21 @@ class ModelPriceSerializer(serializers.ModelSerializer):
                 "A price applies to later requests only; leave this empty for now."
             )
         return value
+
+    def validate_components(self, value: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        try:
+            components_checked(value)
+        except PriceError as exc:
+            raise serializers.ValidationError(str(exc)) from None
+        return value
+
+    def to_representation(self, instance: Any) -> dict[str, Any]:
+        data = super().to_representation(instance)
+        order = {name: i for i, name in enumerate(UNITS)}
+        data["components"].sort(
+            key=lambda c: (order[c["unit"]], c["above"], c["size"], c["quality"], c["tool"])
+        )
+        return data
 
 
 class EntrySerializer(StaffOnlyFieldsMixin, serializers.ModelSerializer):

@@ -9,12 +9,22 @@ credits + charges.
 from datetime import UTC, date, datetime
 
 from django.db import IntegrityError, transaction
-from django.db.models import Count, Sum
+from django.db.models import Count, Sum, Value
+from django.db.models.functions import Coalesce, NullIf
 
-from usage.models import UsageRecord
+from usage.models import UNIT_COLUMNS, UsageRecord
 
 from .models import Entry, LedgerAccount, Statement
 from .services import LedgerError
+
+# The token columns every usage line shows; the other units only where used.
+_ALWAYS = (
+    "input_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "output_tokens",
+    "reasoning_tokens",
+)
 
 
 def month_after(start: date) -> date:
@@ -45,39 +55,48 @@ def statement_compute(*, account_id: int, period_start: date) -> dict:
         .annotate(n=Count("pk"), total=Sum("amount"))
         .order_by("transaction__kind")
     ]
-    usage = (
-        UsageRecord.objects.filter(
+    # Each model's charge is what the ledger booked as revenue for it (the records'
+    # exact costs, in whole micro-USD with the account's carry); its units are counted
+    # from the records those charges settled.
+    in_period = {
+        "transaction__account_id": account_id,
+        "transaction__kind": "charge",
+        "transaction__created_at__gte": start,
+        "transaction__created_at__lt": end,
+    }
+    revenue = {
+        row["model"]: row["total"]
+        for row in Entry.objects.filter(
+            ledger_account__kind=LedgerAccount.Kind.REVENUE, **in_period
+        )
+        .values("model")
+        .annotate(total=Sum("amount"))
+        .order_by()
+    }
+    served_as = Coalesce(NullIf("model_served", Value("")), "model_requested")
+    units = {
+        row["line_model"]: row
+        for row in UsageRecord.objects.filter(
             account_id=account_id,
             settlement__created_at__gte=start,
             settlement__created_at__lt=end,
         )
-        .values("model_served")
-        .annotate(
-            requests=Count("pk"),
-            input_tokens=Sum("input_tokens"),
-            cache_read_tokens=Sum("cache_read_tokens"),
-            cache_write_tokens=Sum("cache_write_tokens"),
-            output_tokens=Sum("output_tokens"),
-            reasoning_tokens=Sum("reasoning_tokens"),
-            cost=Sum("cost"),
-        )
-        .order_by("model_served")
-    )
-    charge_lines = [
-        {
-            "kind": "usage",
-            "model": row["model_served"],
-            "requests": row["requests"],
-            "input_tokens": row["input_tokens"],
-            "cache_read_tokens": row["cache_read_tokens"],
-            "cache_write_tokens": row["cache_write_tokens"],
-            "output_tokens": row["output_tokens"],
-            "reasoning_tokens": row["reasoning_tokens"],
-            "amount": -row["cost"],
-        }
-        for row in usage
-        if row["cost"]
-    ]
+        .annotate(line_model=served_as)
+        .values("line_model")
+        .annotate(requests=Count("pk"), **{c: Sum(c) for c in UNIT_COLUMNS})
+        .order_by()
+    }
+    charge_lines = []
+    for model in sorted(revenue):
+        if not revenue[model]:
+            continue
+        counted = units.get(model, {})
+        line: dict = {"kind": "usage", "model": model, "requests": counted.get("requests", 0)}
+        for column in UNIT_COLUMNS:
+            if counted.get(column) or column in _ALWAYS:
+                line[column] = counted.get(column) or 0
+        line["amount"] = -revenue[model]
+        charge_lines.append(line)
     written_off = -(
         Entry.objects.filter(
             ledger_account__kind=LedgerAccount.Kind.OVERAGE,

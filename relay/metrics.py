@@ -35,12 +35,13 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from billing.models import Hold
+from core.money import PICO_PER_MICRO
 from usage.models import UsageRecord
 
 from .models import Channel
 
 if TYPE_CHECKING:
-    from core.money import TokenCounts
+    from core.money import Units
 
     from .errors import ApiError
     from .lifecycle.request import Outcome, RelayRequest
@@ -83,18 +84,26 @@ TTFT = Histogram(
 )
 TOKENS = Counter(
     "tollgate_tokens",
-    "Billed tokens by model and kind (input, cache_read, cache_write, output, reasoning); "
-    "the kinds are disjoint.",
+    "Billed tokens by model and kind (input, cache_read, cache_write, cache_write_1h, "
+    "output, reasoning, audio_input, audio_output, image_input, image_output); the kinds "
+    "are disjoint.",
     ["model", "kind"],
+)
+UNITS_BILLED = Counter(
+    "tollgate_units",
+    "Billed units other than tokens by model and unit (images, audio_seconds, characters, "
+    "search_units, tool_calls).",
+    ["model", "unit"],
 )
 REVENUE = Counter(
     "tollgate_revenue_micro_usd",
-    "Micro-USD charged to customers for served requests.",
+    "Micro-USD charged to customers for served requests (exact: fractions included).",
     ["model", "channel"],
 )
 UPSTREAM_COST = Counter(
     "tollgate_upstream_cost_micro_usd",
-    "Micro-USD owed to upstream providers, at the channels' configured cost prices.",
+    "Micro-USD owed to upstream providers, at the channels' configured cost prices "
+    "(exact: fractions included).",
     ["model", "channel"],
 )
 UPSTREAM_FAILURES = Counter(
@@ -109,7 +118,18 @@ FAILOVERS = Counter(
     ["model"],
 )
 
-_TOKEN_KINDS = ("input", "cache_read", "cache_write", "output", "reasoning")
+_TOKEN_KINDS = (
+    "input",
+    "cache_read",
+    "cache_write",
+    "cache_write_1h",
+    "output",
+    "reasoning",
+    "audio_input",
+    "audio_output",
+    "image_input",
+    "image_output",
+)
 
 # ``labels()`` checks and converts its arguments under a lock on every call (~3.5 us,
 # about ten calls per request); the children it returns never change, so they are
@@ -129,11 +149,12 @@ def request_finished(
     request: "RelayRequest",
     outcome: "Outcome",
     model: str,
-    tokens: "TokenCounts",
+    tokens: "Units",
     cost: int,
     upstream_cost: int,
 ) -> None:
-    """Record a request that got a hold; ``tokens`` and the amounts are what was billed."""
+    """Record a request that got a hold; ``tokens`` and the amounts (pico-USD) are what
+    was billed."""
     channel = str(outcome.channel.id) if outcome.channel is not None else ""
     endpoint = request.dialect.name
     status = str(outcome.status)
@@ -148,10 +169,19 @@ def request_finished(
         count = getattr(tokens, kind)
         if count:
             _child(TOKENS, model, kind).inc(count)
+    for unit, count in (
+        ("images", tokens.image_count),
+        ("audio_seconds", tokens.audio_ms / 1000),
+        ("characters", tokens.characters),
+        ("search_units", tokens.search_units),
+        ("tool_calls", tokens.tool_call_count),
+    ):
+        if count:
+            _child(UNITS_BILLED, model, unit).inc(count)
     if cost:
-        _child(REVENUE, model, channel).inc(cost)
+        _child(REVENUE, model, channel).inc(cost / PICO_PER_MICRO)
     if upstream_cost:
-        _child(UPSTREAM_COST, model, channel).inc(upstream_cost)
+        _child(UPSTREAM_COST, model, channel).inc(upstream_cost / PICO_PER_MICRO)
     for attempt in outcome.attempts:
         if attempt.get("error"):
             _child(UPSTREAM_FAILURES, str(attempt["channel"]), attempt["error"]).inc()

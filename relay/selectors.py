@@ -2,7 +2,7 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 
-from billing.pricing import Price
+from billing.pricing import Price, PriceError, price_spec_components
 from core.localcache import TTLCache
 
 from .models import Channel
@@ -34,19 +34,16 @@ _channel_cache: TTLCache[list[ChannelInfo]] = TTLCache(
 
 
 def _cost_prices(raw: dict) -> dict[str, Price]:
+    """The channel's cost prices, components as in a price version (or the flat
+    per-token shorthand); a model whose price cannot be read has none."""
     prices = {}
-    for model, p in (raw or {}).items():
-        if not isinstance(p, dict) or "input" not in p or "output" not in p:
+    for model, spec in (raw or {}).items():
+        try:
+            prices[model] = Price.of(model=model, components=price_spec_components(spec))
+        except (PriceError, ArithmeticError, TypeError, ValueError):
             continue
-        prices[model] = Price.from_decimals(
-            model=model,
-            input=p["input"],
-            output=p["output"],
-            cache_read=p.get("cache_read"),
-            cache_write=p.get("cache_write"),
-            reasoning=p.get("reasoning"),
-            request_fee=p.get("request_fee", 0),
-        )
+        if not prices[model].components:
+            del prices[model]
     return prices
 
 

@@ -4,18 +4,16 @@ The upstream key is write-only: it is encrypted at rest and never sent back, not
 even encrypted; responses only say whether one is set.
 """
 
-from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from rest_framework import serializers
 
-from billing.pricing import Price
+from billing.pricing import PriceError, price_spec_components
+from billing.services import components_checked
 
 from .channels import channel_create, channel_update
 from .models import Channel
 from .providers import provider_for
-
-_COST_KINDS = ("input", "output", "cache_read", "cache_write", "reasoning", "request_fee")
 
 
 class ChannelSerializer(serializers.ModelSerializer):
@@ -42,9 +40,12 @@ class ChannelSerializer(serializers.ModelSerializer):
     cost_prices = serializers.DictField(
         child=serializers.DictField(),
         required=False,
-        help_text='What the upstream charges, USD per 1M tokens, per model: {"gpt-4o-mini": '
-        '{"input": "0.15", "output": "0.60", "cache_read": ..., "cache_write": ..., '
-        '"reasoning": ..., "request_fee": ...}}. Decimal strings, six decimals at most.',
+        help_text="What the upstream charges per model, as the components of a price version: "
+        '{"gpt-4o-mini": {"components": [{"unit": "input", "rate": "0.15"}, {"unit": '
+        '"output", "rate": "0.60"}]}}, or the per-token shorthand {"gpt-4o-mini": {"input": '
+        '"0.15", "output": "0.60", "cache_read": ..., "cache_write": ..., "cache_write_1h": '
+        '..., "reasoning": ..., "request_fee": ...}} (USD per 1M tokens; the fee per '
+        "request). Stored as components.",
     )
 
     class Meta:
@@ -83,26 +84,19 @@ class ChannelSerializer(serializers.ModelSerializer):
     def get_has_api_key(self, obj: Channel) -> bool:
         return bool(obj.api_key_encrypted)
 
-    def validate_cost_prices(self, value: dict[str, Any]) -> dict[str, dict[str, str]]:
-        cleaned: dict[str, dict[str, str]] = {}
-        for model, prices in value.items():
-            unknown = set(prices) - set(_COST_KINDS)
-            if unknown or "input" not in prices or "output" not in prices:
-                raise serializers.ValidationError(
-                    f"{model}: give input and output, and only {', '.join(_COST_KINDS)}."
-                )
-            # Stored as decimal strings: a JSON number such as 0.15 is not exact as a float.
-            as_text = {kind: str(amount) for kind, amount in prices.items() if amount is not None}
+    def validate_cost_prices(self, value: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        cleaned: dict[str, dict[str, Any]] = {}
+        for model, spec in value.items():
             try:
-                amounts: dict[str, Any] = {k: Decimal(text) for k, text in as_text.items()}
-                if not all(amount.is_finite() for amount in amounts.values()):
-                    raise ValueError("not a finite number")
-                Price.from_decimals(model=model, **amounts)
-            except (ValueError, InvalidOperation) as exc:
-                raise serializers.ValidationError(
-                    f"{model}: prices are non-negative decimals with six decimals at most."
-                ) from exc
-            cleaned[model] = as_text
+                components = components_checked(price_spec_components(spec))
+            except PriceError as exc:
+                raise serializers.ValidationError(f"{model}: {exc}") from None
+            # Stored as decimal strings: a JSON number such as 0.15 is not exact as a float.
+            cleaned[model] = {
+                "components": [
+                    {**c.conditions(), "unit": c.unit, "rate": str(c.rate)} for c in components
+                ]
+            }
         return cleaned
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:

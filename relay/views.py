@@ -79,7 +79,7 @@ async def models(request: HttpRequest) -> HttpResponse:
             "created": 0,
             "owned_by": "tollgate",
             "mode": price.mode,
-            "pricing": price.snapshot(),
+            "pricing": price.describe(),
         }
         for model, price in sorted(prices.items())
         if not key.allowed_models or model in key.allowed_models

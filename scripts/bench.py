@@ -72,13 +72,14 @@ SEED = """
 from decimal import Decimal
 from django.contrib.auth import get_user_model
 from accounts.services import account_create, api_key_create, membership_add
-from billing.models import ModelPrice, PriceGroup
-from billing.services import account_credit
+from billing.models import PriceGroup
+from billing.pricing import token_components
+from billing.services import account_credit, model_price_set
 from relay.models import Channel
 
 group = PriceGroup.objects.create(name="bench")
 for model in ("bench-model", "bench-stream"):
-    ModelPrice.objects.create(group=group, model=model, input_per_m=Decimal("0.15"), output_per_m=Decimal("0.60"))
+    model_price_set(group_id=group.pk, model=model, components=token_components(input="0.15", output="0.60"))
 for name, port, model in (("nginx", %(nginx)d, "bench-model"), ("stream", %(stream)d, "bench-stream")):
     channel = Channel(name=name, type="openai", base_url=f"http://127.0.0.1:{port}/v1", served_models=[model],
                       cost_prices={model: {"input": "0.10", "output": "0.40"}})
@@ -99,7 +100,7 @@ MILLION = """
 INSERT INTO usage_usagerecord (request_id, account_id, api_key_id, endpoint, model_requested,
     model_served, upstream_model, attempts, status, http_status, error_code, stream,
     input_tokens, cache_read_tokens, cache_write_tokens, output_tokens, reasoning_tokens,
-    estimated, price_snapshot, cost, upstream_cost, latency_ms, "user", created_at, settled_at)
+    estimated, price_snapshot, cost_pico, upstream_cost_pico, latency_ms, "user", created_at, settled_at)
 SELECT 'req_big_' || g, %(account)s, %(key)s, 'chat.completions', 'bench-model', 'bench-model',
     'bench-model', '[]', CASE WHEN g %% 50 = 0 THEN 'upstream_error' ELSE 'success' END, 200, '',
     g %% 3 = 0, 100 + g %% 900, g %% 7 * 10, 0, 50 + g %% 400, 0, false, '{}', 0, 0, 300 + g %% 50,

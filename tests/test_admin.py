@@ -1,6 +1,7 @@
 """The Django admin as staff use it: lists, the one-time key secret, top-ups, read-only ledger."""
 
 import re
+from decimal import Decimal
 
 import pytest
 
@@ -144,8 +145,23 @@ def test_adjustment_from_admin_records_the_reason_and_the_staff_member(
     assert account.balance == 1_750_000
 
 
+def _components(*rows: dict) -> dict:
+    """The component rows of the price form's inline, as a browser posts them."""
+    data = {
+        "components-TOTAL_FORMS": str(len(rows)),
+        "components-INITIAL_FORMS": "0",
+        "components-MIN_NUM_FORMS": "0",
+        "components-MAX_NUM_FORMS": "1000",
+    }
+    for i, row in enumerate(rows):
+        full = {"above": "0", "size": "", "quality": "", "tool": "", "service_tier": "", **row}
+        data.update({f"components-{i}-{k}": v for k, v in full.items()})
+    return data
+
+
 def test_new_price_version_from_admin(admin_client, account):
     from billing.models import ModelPrice
+    from billing.selectors import price_current
 
     response = admin_client.post(
         "/admin/billing/modelprice/add/",
@@ -153,15 +169,59 @@ def test_new_price_version_from_admin(admin_client, account):
             "group": account.price_group_id,
             "model": "gpt-4o-mini",
             "mode": "chat",  # the form's select, as a browser sends it
-            "input_per_m": "0.2",
-            "output_per_m": "0.8",
-            "request_fee": "0",
-            "effective_from_0": "2030-01-01",
-            "effective_from_1": "00:00:00",
+            **_components(
+                {"unit": "input", "rate": "0.2"},
+                {"unit": "output", "rate": "0.8"},
+                {"unit": "tool_call", "rate": "10", "tool": "web_search"},
+            ),
         },
     )
-    assert response.status_code == 302
+    assert response.status_code == 302, response.content.decode()[:3000]
     assert ModelPrice.objects.filter(model="gpt-4o-mini").count() == 2
+    price = price_current(group_id=account.price_group_id, model="gpt-4o-mini")
+    assert {c.unit: c.rate for c in price.components} == {
+        "input": Decimal("0.2"),
+        "output": Decimal("0.8"),
+        "tool_call": Decimal("10"),
+    }
+    page = admin_client.get(f"/admin/billing/modelprice/{price.price_id}/change/")
+    text = page.content.decode()
+    assert "New version from this one" in text and "web_search" in text
+
+    # A new version starts from the components of the one it is based on.
+    form = admin_client.get(f"/admin/billing/modelprice/add/?from={price.price_id}")
+    assert form.status_code == 200
+    rows = form.context["inline_admin_formsets"][0].formset.forms
+    assert [(f.initial["unit"], f.initial["tool"]) for f in rows] == [
+        ("input", ""),
+        ("output", ""),
+        ("tool_call", "web_search"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [
+        [{"unit": "input", "rate": "0.0000001"}],
+        [{"unit": "input", "rate": "1", "size": "1024x1024"}],
+        [{"unit": "input", "rate": "1"}, {"unit": "input", "rate": "2"}],
+        [],
+    ],
+)
+def test_a_price_the_admin_cannot_bill_exactly_is_refused(admin_client, account, rows):
+    from billing.models import ModelPrice
+
+    response = admin_client.post(
+        "/admin/billing/modelprice/add/",
+        {
+            "group": account.price_group_id,
+            "model": "new-model",
+            "mode": "chat",
+            **_components(*rows),
+        },
+    )
+    assert response.status_code == 200  # the form again, with the error
+    assert not ModelPrice.objects.filter(model="new-model").exists()
 
 
 def test_admin_lists_show_money_in_usd(admin_client, account):

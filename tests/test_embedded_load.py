@@ -158,8 +158,14 @@ def test_a_busy_first_script_gets_every_answer(embedded):
     balance, held = db.execute(
         "SELECT balance, held FROM accounts_account WHERE name = 'Demo'"
     ).fetchone()
-    charged = sum(int(Decimal(c) * 1_000_000) for c in costs)
-    assert (balance, held) == (10_000_000 - charged, 0)
+    # What the clients were told, exactly; the account is charged that in whole
+    # micro-USD and carries the rest.
+    exact = sum(Decimal(c) for c in costs) * 10**12
+    (carry,) = db.execute(
+        "SELECT pico FROM billing_carry c JOIN accounts_account a ON a.id = c.account_id "
+        "WHERE a.name = 'Demo'"
+    ).fetchone()
+    assert (balance, held) == (10_000_000 - (exact - carry) / 10**6, 0)
     log = embedded["log"].read_text()
     assert "could not be" not in log and "Traceback" not in log, log[-3000:]
     # The first run prints no notice a newcomer must decode.

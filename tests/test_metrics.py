@@ -90,12 +90,15 @@ def test_served_requests_show_their_counts_tokens_revenue_and_upstream_cost(rela
     # 4290 micro-USD for the scripted answer (see test_chat), plus the second's cost:
     # what the clients were told and what the ledger charged.
     revenue = delta(before, after, "tollgate_revenue_micro_usd_total", model="o4-mini")
-    assert revenue == 4290 + records[1].cost == sum(r.cost for r in records)
-    assert revenue == sum(Decimal(r.json()["usage"]["cost"]) * 1_000_000 for r in (first, second))
+    assert records[0].cost_pico == 4290 * 10**6
+    assert revenue == pytest.approx(sum(r.cost_pico for r in records) / 10**6, abs=1e-6)
+    told = sum(Decimal(r.json()["usage"]["cost"]) * 1_000_000 for r in (first, second))
+    assert revenue == pytest.approx(float(told), abs=1e-6)
     upstream_cost = delta(
         before, after, "tollgate_upstream_cost_micro_usd_total", model="o4-mini", channel=channel
     )
-    assert upstream_cost == sum(r.upstream_cost for r in records) > 0
+    owed = sum(r.upstream_cost_pico for r in records) / 10**6
+    assert upstream_cost == pytest.approx(owed, abs=1e-6) and owed > 0
     latency = {"model": "o4-mini"}
     assert delta(before, after, "tollgate_request_duration_seconds_count", **latency) == 2
     assert delta(
@@ -239,7 +242,7 @@ def test_settlement_lag_is_the_age_of_the_oldest_unsettled_record(relay_env):
         status=UsageRecord.Status.SUCCESS,
         http_status=200,
         input_tokens=100,
-        cost=15,
+        cost_pico=15_000_000,
     )
     UsageRecord.objects.filter(pk=record.pk).update(
         created_at=timezone.now() - timedelta(seconds=90)

@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import time
+from decimal import Decimal
 from pathlib import Path
 
 import httpx
@@ -143,8 +144,8 @@ def test_the_production_command_serves_settles_and_logs(production):
     completion = reply.parse()
     assert reply.headers["x-request-id"] == "req_production_check_1"
     assert secret_words in completion.choices[0].message.content
-    cost_micro = round(float(completion.usage.model_extra["cost"]) * 1_000_000)
-    assert cost_micro > 0
+    cost = Decimal(completion.usage.model_extra["cost"])
+    assert cost > 0
 
     # The Celery worker process (not this test) settles it.
     deadline = time.monotonic() + 30
@@ -159,7 +160,8 @@ def test_the_production_command_serves_settles_and_logs(production):
         "WHERE k.prefix = %s",
         key[:DISPLAY_PREFIX_LEN],
     )[0]
-    assert balance_before - balance_after == cost_micro
+    # The first charge of the account: the exact cost in whole micro-USD, the rest carried.
+    assert balance_before - balance_after == int(cost * 1_000_000)
 
     # DEBUG is off: an unknown page is a plain 404, not Django's technical page.
     missing = httpx.get(f"{production.url}/no-such-page/")
@@ -192,7 +194,7 @@ def test_the_production_command_serves_settles_and_logs(production):
         time.sleep(0.2)
     (line,) = [a for a in access if a.get("request_id") == "req_production_check_1"]
     assert line["level"] == "INFO"
-    assert line["cost"] == cost_micro
+    assert Decimal(line["cost_usd"]) == cost
     assert line["input_tokens"] == completion.usage.prompt_tokens
     assert line["output_tokens"] == completion.usage.completion_tokens
     everything = production.log.read_text()

@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from accounts.admin import usd
+from core.money import pico_to_usd
 
 from .models import UsageRecord
 
@@ -29,11 +29,11 @@ class UsageRecordAdmin(admin.ModelAdmin):
 
     @admin.display(description="Cost")
     def cost_usd(self, obj):
-        return usd(obj.cost)
+        return f"${pico_to_usd(obj.cost_pico)}"
 
     @admin.display(description="Upstream cost")
     def upstream_cost_usd(self, obj):
-        return usd(obj.upstream_cost)
+        return f"${pico_to_usd(obj.upstream_cost_pico)}"
 
     def has_add_permission(self, request, obj=None):
         return False

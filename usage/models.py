@@ -1,14 +1,77 @@
+from typing import Any
+
 from django.db import models
 from django.db.models import Q
 from django.db.models.functions import Now
+
+from core.money import Units, pico_to_micro
+
+# The token columns of a record, by the ``Units`` field each counts.
+TOKEN_COLUMNS = {
+    "input": "input_tokens",
+    "cache_read": "cache_read_tokens",
+    "cache_write": "cache_write_tokens",
+    "cache_write_1h": "cache_write_1h_tokens",
+    "audio_input": "audio_input_tokens",
+    "image_input": "image_input_tokens",
+    "output": "output_tokens",
+    "reasoning": "reasoning_tokens",
+    "audio_output": "audio_output_tokens",
+    "image_output": "image_output_tokens",
+}
+PROMPT_COLUMNS = (
+    "input_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "cache_write_1h_tokens",
+    "audio_input_tokens",
+    "image_input_tokens",
+)
+COMPLETION_COLUMNS = (
+    "output_tokens",
+    "reasoning_tokens",
+    "audio_output_tokens",
+    "image_output_tokens",
+)
+# Every counted unit, as summed in the daily roll-up and the reports.
+UNIT_COLUMNS = (
+    *PROMPT_COLUMNS,
+    *COMPLETION_COLUMNS,
+    "images",
+    "audio_ms",
+    "characters",
+    "search_units",
+    "tool_calls",
+)
+
+
+def unit_columns(units: Units) -> dict[str, Any]:
+    """The record's columns for ``units``."""
+    fields: dict[str, Any] = {column: getattr(units, f) for f, column in TOKEN_COLUMNS.items()}
+    fields["images"] = units.image_count
+    fields["audio_ms"] = units.audio_ms
+    fields["characters"] = units.characters
+    fields["search_units"] = units.search_units
+    fields["tool_calls"] = units.tool_call_count
+    details: dict[str, Any] = {}
+    if units.images:
+        details["images"] = {f"{s}/{q}": n for s, q, n in units.images}
+    if units.tool_calls:
+        details["tool_calls"] = dict(units.tool_calls)
+    if units.service_tier:
+        details["service_tier"] = units.service_tier
+    fields["unit_details"] = details
+    return fields
 
 
 class UsageRecord(models.Model):
     """One request as served: the source of truth for what a customer is billed.
 
-    Token kinds are disjoint, each billed once at its own price:
-    ``input_tokens`` (uncached prompt), ``cache_read_tokens``, ``cache_write_tokens``,
-    ``output_tokens`` (completion without reasoning) and ``reasoning_tokens``.
+    Every unit billed is counted, each once (``core.money.Units``): the token kinds
+    are disjoint (``input_tokens`` is the uncached text prompt, apart from cache
+    reads, cache writes, audio and image tokens; ``output_tokens`` the text
+    completion, apart from reasoning, audio and image tokens), then images, audio,
+    characters, search units and tool calls.
     """
 
     class Status(models.TextChoices):
@@ -60,15 +123,34 @@ class UsageRecord(models.Model):
 
     input_tokens = models.PositiveIntegerField(default=0)
     cache_read_tokens = models.PositiveIntegerField(default=0)
-    cache_write_tokens = models.PositiveIntegerField(default=0)
+    cache_write_tokens = models.PositiveIntegerField(default=0)  # five-minute writes
+    cache_write_1h_tokens = models.PositiveIntegerField(default=0, db_default=0)
     output_tokens = models.PositiveIntegerField(default=0)
     reasoning_tokens = models.PositiveIntegerField(default=0)
+    audio_input_tokens = models.PositiveIntegerField(default=0, db_default=0)
+    audio_output_tokens = models.PositiveIntegerField(default=0, db_default=0)
+    image_input_tokens = models.PositiveIntegerField(default=0, db_default=0)
+    image_output_tokens = models.PositiveIntegerField(default=0, db_default=0)
+    # The other units billed: images (by size and quality in ``unit_details``),
+    # milliseconds of audio, characters of speech input, search units and hosted-tool
+    # calls (by tool type in ``unit_details``).
+    images = models.PositiveIntegerField(default=0, db_default=0)
+    audio_ms = models.PositiveBigIntegerField(default=0, db_default=0)
+    characters = models.PositiveIntegerField(default=0, db_default=0)
+    search_units = models.PositiveIntegerField(default=0, db_default=0)
+    tool_calls = models.PositiveIntegerField(default=0, db_default=0)
+    # {"images": {"1024x1024/hd": 2}, "tool_calls": {"web_search": 1},
+    #  "service_tier": "flex"}: only what the request had.
+    unit_details = models.JSONField(default=dict, blank=True, db_default={})
     # True when the completion was counted locally because no upstream usage arrived.
     estimated = models.BooleanField(default=False)
 
+    # The price version and every component used, with quantities and amounts.
     price_snapshot = models.JSONField(default=dict, blank=True)
-    cost = models.BigIntegerField(default=0)  # micro-USD charged to the customer
-    upstream_cost = models.BigIntegerField(default=0)  # micro-USD owed upstream
+    # Exact pico-USD (10**-12 USD): charged to the customer (settlement charges whole
+    # micro-USD and carries the rest), and owed upstream at the channel's cost price.
+    cost_pico = models.BigIntegerField(default=0)
+    upstream_cost_pico = models.BigIntegerField(default=0)
 
     latency_ms = models.PositiveIntegerField(default=0)
     ttft_ms = models.PositiveIntegerField(null=True, blank=True)
@@ -90,10 +172,11 @@ class UsageRecord(models.Model):
     class Meta:
         constraints = [
             models.CheckConstraint(
-                condition=Q(cost__gte=0) & Q(upstream_cost__gte=0), name="usage_cost_nonnegative"
+                condition=Q(cost_pico__gte=0) & Q(upstream_cost_pico__gte=0),
+                name="usage_cost_nonnegative",
             ),
             models.CheckConstraint(
-                condition=Q(status="rejected") | Q(hold__isnull=False) | Q(cost=0),
+                condition=Q(status="rejected") | Q(hold__isnull=False) | Q(cost_pico=0),
                 name="usage_charged_only_with_hold",
             ),
         ]
@@ -111,11 +194,16 @@ class UsageRecord(models.Model):
 
     @property
     def prompt_tokens(self) -> int:
-        return self.input_tokens + self.cache_read_tokens + self.cache_write_tokens
+        return sum(getattr(self, c) for c in PROMPT_COLUMNS)
 
     @property
     def completion_tokens(self) -> int:
-        return self.output_tokens + self.reasoning_tokens
+        return sum(getattr(self, c) for c in COMPLETION_COLUMNS)
+
+    @property
+    def cost_micro(self) -> int:
+        """The cost rounded to the micro-USD, for showing it."""
+        return pico_to_micro(self.cost_pico)
 
 
 class UsageDaily(models.Model):
@@ -138,10 +226,21 @@ class UsageDaily(models.Model):
     input_tokens = models.BigIntegerField(default=0)
     cache_read_tokens = models.BigIntegerField(default=0)
     cache_write_tokens = models.BigIntegerField(default=0)
+    cache_write_1h_tokens = models.BigIntegerField(default=0, db_default=0)
     output_tokens = models.BigIntegerField(default=0)
     reasoning_tokens = models.BigIntegerField(default=0)
-    cost = models.BigIntegerField(default=0)
-    upstream_cost = models.BigIntegerField(default=0)
+    audio_input_tokens = models.BigIntegerField(default=0, db_default=0)
+    audio_output_tokens = models.BigIntegerField(default=0, db_default=0)
+    image_input_tokens = models.BigIntegerField(default=0, db_default=0)
+    image_output_tokens = models.BigIntegerField(default=0, db_default=0)
+    images = models.BigIntegerField(default=0, db_default=0)
+    audio_ms = models.BigIntegerField(default=0, db_default=0)
+    characters = models.BigIntegerField(default=0, db_default=0)
+    search_units = models.BigIntegerField(default=0, db_default=0)
+    tool_calls = models.BigIntegerField(default=0, db_default=0)
+    # Exact pico-USD, as on the records.
+    cost_pico = models.BigIntegerField(default=0)
+    upstream_cost_pico = models.BigIntegerField(default=0)
 
     class Meta:
         constraints = [

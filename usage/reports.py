@@ -4,6 +4,8 @@ from datetime import UTC, date, datetime, timedelta
 
 from django.db.models import Sum
 
+from core.money import PICO_PER_USD, pico_to_micro
+
 from .models import UsageDaily, UsageRecord
 
 _OTHER = "other models"
@@ -14,14 +16,15 @@ def _today() -> date:
 
 
 def spend_totals(*, account_id: int) -> dict[str, int]:
-    """Spend and requests today and this month (UTC), settled usage."""
+    """Spend (micro-USD, the exact sums rounded) and requests today and this month
+    (UTC), settled usage."""
     today = _today()
     rows = UsageDaily.objects.filter(account_id=account_id, day__gte=today.replace(day=1))
-    month = rows.aggregate(cost=Sum("cost"), requests=Sum("requests"))
-    day = rows.filter(day=today).aggregate(cost=Sum("cost"), requests=Sum("requests"))
+    month = rows.aggregate(cost=Sum("cost_pico"), requests=Sum("requests"))
+    day = rows.filter(day=today).aggregate(cost=Sum("cost_pico"), requests=Sum("requests"))
     return {
-        "today": day["cost"] or 0,
-        "month": month["cost"] or 0,
+        "today": pico_to_micro(day["cost"] or 0),
+        "month": pico_to_micro(month["cost"] or 0),
         "requests_today": day["requests"] or 0,
         "requests_month": month["requests"] or 0,
     }
@@ -34,7 +37,7 @@ def daily_spend_by_model(*, account_id: int | None, days: int = 30, top: int = 6
     rows = UsageDaily.objects.filter(day__gte=start)
     if account_id is not None:
         rows = rows.filter(account_id=account_id)
-    per = rows.values("day", "model").annotate(cost=Sum("cost"))
+    per = rows.values("day", "model").annotate(cost=Sum("cost_pico"))
     totals: dict[str, int] = {}
     for row in per:
         totals[row["model"]] = totals.get(row["model"], 0) + row["cost"]
@@ -45,7 +48,7 @@ def daily_spend_by_model(*, account_id: int | None, days: int = 30, top: int = 6
     for row in per:
         name = row["model"] if row["model"] in leaders else _OTHER
         values = series.setdefault(name, [0.0] * days)
-        values[index[row["day"]]] += row["cost"] / 1_000_000
+        values[index[row["day"]]] += row["cost"] / PICO_PER_USD
     order = [m for m in leaders if m in series] + ([_OTHER] if _OTHER in series else [])
     return {
         "type": "bar",
@@ -66,7 +69,7 @@ def recent_requests(*, account_id: int, limit: int = 8):
 
 def overview(*, days: int = 30) -> list[dict]:
     """Per day: requests, errors, revenue (what customers were charged for usage),
-    upstream cost and margin, from the roll-up."""
+    upstream cost and margin (micro-USD, the exact sums rounded), from the roll-up."""
     start = _today() - timedelta(days=days - 1)
     rows = {
         r["day"]: r
@@ -75,15 +78,16 @@ def overview(*, days: int = 30) -> list[dict]:
         .annotate(
             requests=Sum("requests"),
             errors=Sum("errors"),
-            revenue=Sum("cost"),
-            upstream=Sum("upstream_cost"),
+            revenue=Sum("cost_pico"),
+            upstream=Sum("upstream_cost_pico"),
         )
     }
     result = []
     for i in range(days):
         day = start + timedelta(days=i)
         r = rows.get(day, {})
-        revenue, upstream = r.get("revenue") or 0, r.get("upstream") or 0
+        revenue = pico_to_micro(r.get("revenue") or 0)
+        upstream = pico_to_micro(r.get("upstream") or 0)
         result.append(
             {
                 "day": day,

@@ -6,12 +6,13 @@ from datetime import datetime
 from itertools import islice
 from typing import Any
 
+import orjson
 from asgiref.sync import sync_to_async
 from django.db.models import Q, QuerySet
 
-from core.money import micro_to_usd
+from core.money import pico_to_usd
 
-from .models import UsageRecord
+from .models import UNIT_COLUMNS, UsageRecord
 
 
 def usage_records(
@@ -48,56 +49,38 @@ def usage_records(
     return records.order_by("-created_at", "-id")
 
 
-USAGE_CSV_COLUMNS = (
-    "created_at",
-    "request_id",
-    "account_id",
-    "api_key_id",
-    "api_key_name",
-    "endpoint",
-    "model_requested",
-    "model_served",
-    "status",
-    "http_status",
-    "error_code",
-    "stream",
-    "input_tokens",
-    "cache_read_tokens",
-    "cache_write_tokens",
-    "output_tokens",
-    "reasoning_tokens",
-    "estimated",
-    "cost_micro_usd",
-    "cost_usd",
-    "latency_ms",
-    "ttft_ms",
-    "user",
+# (CSV column, record value): every unit billed, then the cost exact in pico-USD
+# and as a USD string.
+_CSV = (
+    ("created_at", "created_at"),
+    ("request_id", "request_id"),
+    ("account_id", "account_id"),
+    ("api_key_id", "api_key_id"),
+    ("api_key_name", "api_key__name"),
+    ("endpoint", "endpoint"),
+    ("model_requested", "model_requested"),
+    ("model_served", "model_served"),
+    ("status", "status"),
+    ("http_status", "http_status"),
+    ("error_code", "error_code"),
+    ("stream", "stream"),
+    *((c, c) for c in UNIT_COLUMNS if c != "audio_ms"),
+    ("audio_seconds", "audio_ms"),
+    ("unit_details", "unit_details"),
+    ("estimated", "estimated"),
+    ("cost_pico", "cost_pico"),
+    ("cost_usd", "cost_pico"),
+    ("latency_ms", "latency_ms"),
+    ("ttft_ms", "ttft_ms"),
+    ("user", "user"),
 )
-
-_VALUES = (
-    "created_at",
-    "request_id",
-    "account_id",
-    "api_key_id",
-    "api_key__name",
-    "endpoint",
-    "model_requested",
-    "model_served",
-    "status",
-    "http_status",
-    "error_code",
-    "stream",
-    "input_tokens",
-    "cache_read_tokens",
-    "cache_write_tokens",
-    "output_tokens",
-    "reasoning_tokens",
-    "estimated",
-    "cost",
-    "latency_ms",
-    "ttft_ms",
-    "user",
-)
+USAGE_CSV_COLUMNS = tuple(name for name, _ in _CSV)
+_VALUES = tuple(dict.fromkeys(value for _, value in _CSV))
+_FORMATS: dict[str, Any] = {
+    "audio_seconds": lambda ms: f"{ms / 1000:g}",
+    "unit_details": lambda d: orjson.dumps(d).decode() if d else "",
+    "cost_usd": pico_to_usd,
+}
 
 # A spreadsheet runs a cell that starts with one of these as a formula; request ids,
 # model names and ``user`` come from API callers, so they are quoted as text.
@@ -123,14 +106,14 @@ def usage_csv_lines(*, queryset: QuerySet[UsageRecord], chunk_size: int = 2000) 
     """The CSV export of ``queryset``: a header line, then one line per record.
 
     Rows are read in chunks with a server-side cursor, so memory stays flat however
-    many records there are. Costs are given in micro-USD and as USD strings."""
+    many records there are. Costs are given exactly, in pico-USD and as USD strings;
+    audio in seconds; the breakdowns of images and tool calls as JSON."""
     writer = csv.writer(_Line())
-    cost_at = _VALUES.index("cost")
+    at = {value: i for i, value in enumerate(_VALUES)}
+    plan = [(at[value], _FORMATS.get(name)) for name, value in _CSV]
     yield writer.writerow(USAGE_CSV_COLUMNS)
     for row in queryset.values_list(*_VALUES).iterator(chunk_size=chunk_size):
-        cells = [_cell(v) for v in row]
-        cells.insert(cost_at + 1, micro_to_usd(row[cost_at]))
-        yield writer.writerow(cells)
+        yield writer.writerow([_cell(fmt(row[i]) if fmt else row[i]) for i, fmt in plan])
 
 
 # Lines handed to the server at a time when streaming the export over ASGI.

@@ -11,7 +11,7 @@ from core import adb
 from core.sql import fetch_one
 from core.threads import db
 
-from .models import UsageDaily, UsageRecord
+from .models import UNIT_COLUMNS, UsageDaily, UsageRecord
 
 # The columns the relay writes for each request (the id and ``created_at`` come from
 # the database).
@@ -121,17 +121,7 @@ def usage_record_reject(**fields: Any) -> int:
     return UsageRecord.objects.create(**fields).pk
 
 
-_DAILY_SUMS = (
-    "requests",
-    "errors",
-    "input_tokens",
-    "cache_read_tokens",
-    "cache_write_tokens",
-    "output_tokens",
-    "reasoning_tokens",
-    "cost",
-    "upstream_cost",
-)
+_DAILY_SUMS = ("requests", "errors", *UNIT_COLUMNS, "cost_pico", "upstream_cost_pico")
 
 
 def _by_text(item: tuple[tuple, list[int]]) -> str:

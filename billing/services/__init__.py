@@ -24,7 +24,7 @@ from .ledger import (
     ledger_post,
     system_entry,
 )
-from .prices import model_price_set
+from .prices import components_checked, model_price_set, price_group_multiplier_set
 from .redemption import RedemptionError, redemption_codes_create, redemption_redeem
 from .settlement import settlement_run
 
@@ -36,6 +36,7 @@ __all__ = [
     "SpendDeltas",
     "account_adjust",
     "account_credit",
+    "components_checked",
     "customer_entry",
     "hold_granted",
     "hold_reserve",
@@ -47,6 +48,7 @@ __all__ = [
     "ledger_account_system_id",
     "ledger_post",
     "model_price_set",
+    "price_group_multiplier_set",
     "redemption_codes_create",
     "redemption_redeem",
     "settlement_run",

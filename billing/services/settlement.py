@@ -3,20 +3,23 @@
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
 from accounts.models import Account
 from billing.models import (
+    Carry,
     Hold,
     KeySpend,
     LedgerAccount,
     Transaction,
 )
+from core.money import PICO_PER_MICRO, pico_to_micro
 from core.transactions import enqueue_after_commit
 from usage.services import usage_daily_add
 
@@ -34,14 +37,21 @@ def settlement_run(*, usage_ids: Sequence[int] | None = None, limit: int = 500) 
     batch become one ledger transaction. A hold that already expired is not released
     a second time: the charge is then taken from the balance directly.
 
-    A request may cost more than its hold. The customer is charged at most what the
-    released hold, the available balance and the account's overdraft allow; the rest
+    Records cost exact pico-USD. Each account is charged whole micro-USD: the exact
+    sum of its records in the batch plus what it carried from its last batch, rounded
+    down; the rest (under one micro-USD) is carried to its next batch (``Carry``). So
+    what an account is charged over any period is the exact sum of its records to
+    within one micro-USD, and nothing is free however small.
+
+    A batch may cost more than its holds. The customer is charged at most what the
+    released holds, the available balance and the account's overdraft allow; the rest
     is booked to the overage account and the account is refused until topped up.
 
     Reserving requests wait for the account row, so it is written last, just before
     its keys' spend rows and the commit. Only a batch that could cost more than it
-    releases needs the balance up front, and locks the row from the start."""
-    from usage.models import UsageRecord
+    releases needs the balance up front, and locks the row from the start. The carry
+    rows are taken first, in account order; reservations never touch them."""
+    from usage.models import UNIT_COLUMNS, UsageRecord
 
     with transaction.atomic(durable=True):
         qs = UsageRecord.objects.filter(settled_at__isnull=True)
@@ -55,18 +65,14 @@ def settlement_run(*, usage_ids: Sequence[int] | None = None, limit: int = 500) 
                 "account_id",
                 "api_key_id",
                 "hold_id",
-                "cost",
-                "upstream_cost",
+                "cost_pico",
+                "upstream_cost_pico",
                 "model_served",
                 "model_requested",
                 "channel_id",
                 "created_at",
                 "status",
-                "input_tokens",
-                "cache_read_tokens",
-                "cache_write_tokens",
-                "output_tokens",
-                "reasoning_tokens",
+                *UNIT_COLUMNS,
             )[:limit]
         )
         if not rows:
@@ -82,24 +88,35 @@ def settlement_run(*, usage_ids: Sequence[int] | None = None, limit: int = 500) 
         by_account: dict[int, list[dict[str, Any]]] = defaultdict(list)
         for r in rows:
             by_account[r["account_id"]].append(dict(r))
+        charged = sorted(a for a, recs in by_account.items() if any(r["cost_pico"] for r in recs))
+        carried = carry_take(account_ids=charged)
         now = timezone.now()
         spend: SpendDeltas = defaultdict(lambda: [0, 0])
         moves = [
-            _settle_account_batch(account_id, by_account[account_id], holds, now, spend)
+            _settle_account_batch(
+                account_id, by_account[account_id], holds, now, spend, carried.get(account_id, 0)
+            )
             for account_id in sorted(by_account)
         ]
         usage_daily_add(records=rows)
         account_of_key = {r["api_key_id"]: r["account_id"] for r in rows}
         with_spend = {account_of_key.get(k) for (k, _, _), d in spend.items() if d[0] or d[1]}
-        for account_id, balance_delta, held_delta in moves:
-            if balance_delta or held_delta:
-                Account.objects.filter(pk=account_id).update(
-                    balance=F("balance") + balance_delta, held=F("held") + held_delta
+        for move in moves:
+            if move.balance or move.held:
+                Account.objects.filter(pk=move.account_id).update(
+                    balance=F("balance") + move.balance, held=F("held") + move.held
                 )
-                if balance_delta:
-                    _low_balance_watch(account_id)
-            elif account_id in with_spend:
-                list(Account.objects.filter(pk=account_id).select_for_update(no_key=True))
+                if move.balance:
+                    _low_balance_watch(move.account_id)
+            elif move.account_id in with_spend:
+                list(Account.objects.filter(pk=move.account_id).select_for_update(no_key=True))
+        carry_put(
+            carries={
+                m.account_id: m.carry
+                for m in moves
+                if m.account_id in carried and m.carry != carried[m.account_id]
+            }
+        )
         # The keys' spend rows after their accounts' rows, in the order a reservation
         # takes them (the account, then its key's spend rows): taken the other way
         # round, a settlement and a reservation on a key with spend limits could each
@@ -108,22 +125,57 @@ def settlement_run(*, usage_ids: Sequence[int] | None = None, limit: int = 500) 
     return len(rows)
 
 
+@dataclass(frozen=True, slots=True)
+class _Move:
+    """What one account's part of a batch does to its cached figures and carry."""
+
+    account_id: int
+    balance: int
+    held: int
+    carry: int
+
+
+def shares(parts: Sequence[int], total: int) -> list[int]:
+    """``total`` micro-USD split over ``parts`` (pico-USD) in whole micro-USD, in
+    proportion: each part's whole micro-USD, and the micro-USD left over one each
+    to the parts with the largest remainders (the earlier part on a tie). Only parts
+    above zero get a share; they add up to ``total`` exactly. ``total`` is at least
+    the sum of the parts' whole micro-USD and at most one more per part above zero."""
+    out = [p // PICO_PER_MICRO for p in parts]
+    left = total - sum(out)
+    if left:
+        order = sorted(
+            (i for i, p in enumerate(parts) if p > 0),
+            key=lambda i: (-(parts[i] % PICO_PER_MICRO), i),
+        )
+        if not 0 <= left <= len(order):
+            raise ValueError(f"{total} cannot be split over {len(order)} parts")
+        for i in order[:left]:
+            out[i] += 1
+    return out
+
+
 def _settle_account_batch(
-    account_id: int, recs: list[dict], holds: dict, now: datetime, spend: "SpendDeltas"
-) -> tuple[int, int, int]:
-    """Post one account's part of a batch; returns (account id, balance delta, held
-    delta) for the caller to apply last."""
+    account_id: int,
+    recs: list[dict],
+    holds: dict,
+    now: datetime,
+    spend: "SpendDeltas",
+    carry_in: int,
+) -> _Move:
+    """Post one account's part of a batch; returns what the caller applies last."""
     from usage.models import UsageRecord
 
     def open_amount(r: dict) -> int:
         hold = holds.get(r["hold_id"])
         return hold["amount"] if hold is not None and hold["status"] == Hold.Status.OPEN else 0
 
-    # When every request costs at most its own open hold, the batch only raises what
+    released = sum(open_amount(r) for r in recs)
+    due, carry_out = divmod(sum(r["cost_pico"] for r in recs) + carry_in, PICO_PER_MICRO)
+    charged = due
+    # When the batch costs at most what its open holds release, it only raises what
     # is available, so no cap can apply and the balance is not needed.
-    capped = any(r["cost"] > open_amount(r) for r in recs)
-    balance = held = overdraft = 0
-    if capped:
+    if due > released:
         # FOR NO KEY UPDATE: requests inserting rows that reference the account (holds,
         # usage records) only take a KEY SHARE lock and need not wait for this.
         acct = (
@@ -131,44 +183,39 @@ def _settle_account_batch(
             .values("balance", "held", "overdraft_limit")
             .get(pk=account_id)
         )
-        balance, held, overdraft = acct["balance"], acct["held"], acct["overdraft_limit"]
-    released = 0
-    charged_total = 0
-    overage_total = 0
+        available = acct["balance"] - (acct["held"] - released) + acct["overdraft_limit"]
+        charged = min(due, max(0, available))
+    overage = due - charged
+    costs = shares([r["cost_pico"] for r in recs], due)
+    upstream_costs = [r["upstream_cost_pico"] for r in recs]
+    owed = shares(upstream_costs, pico_to_micro(sum(upstream_costs)))
     revenue: dict[tuple[str, int | None], int] = defaultdict(int)
     upstream: dict[tuple[str, int | None], int] = defaultdict(int)
     settled_holds: list[int] = []
     released_holds: list[int] = []
-    for r in recs:
-        amount = open_amount(r)
-        if amount:
+    for r, cost, owed_upstream in zip(recs, costs, owed, strict=True):
+        if open_amount(r):
             hold = holds[r["hold_id"]]
-            held -= amount
-            released += amount
-            (settled_holds if r["cost"] else released_holds).append(hold["pk"])
+            (settled_holds if r["cost_pico"] else released_holds).append(hold["pk"])
             _release_spend_hold(spend, r["api_key_id"], hold)
-        if r["cost"] and r["api_key_id"]:
+        if cost and r["api_key_id"]:
             day, month = utc_periods(r["created_at"])
-            spend[(r["api_key_id"], KeySpend.Period.DAY, day)][0] += r["cost"]
-            spend[(r["api_key_id"], KeySpend.Period.MONTH, month)][0] += r["cost"]
+            spend[(r["api_key_id"], KeySpend.Period.DAY, day)][0] += cost
+            spend[(r["api_key_id"], KeySpend.Period.MONTH, month)][0] += cost
         dims = (r["model_served"] or r["model_requested"], r["channel_id"])
-        if r["cost"]:
-            charged = min(r["cost"], max(0, balance - held + overdraft)) if capped else r["cost"]
-            balance -= charged
-            charged_total += charged
-            overage_total += r["cost"] - charged
-            revenue[dims] += r["cost"]
-        if r["upstream_cost"]:
-            upstream[dims] += r["upstream_cost"]
+        if cost:
+            revenue[dims] += cost
+        if owed_upstream:
+            upstream[dims] += owed_upstream
 
     txn = None
     if revenue or upstream:
-        entries = [customer_entry(account_id, -charged_total)]
+        entries = [customer_entry(account_id, -charged)]
         entries += [
             system_entry(LedgerAccount.Kind.REVENUE, amt, model=m, channel_id=c)
             for (m, c), amt in revenue.items()
         ]
-        entries.append(system_entry(LedgerAccount.Kind.OVERAGE, -overage_total))
+        entries.append(system_entry(LedgerAccount.Kind.OVERAGE, -overage))
         entries += [
             system_entry(LedgerAccount.Kind.UPSTREAM_COST, amt, model=m, channel_id=c)
             for (m, c), amt in upstream.items()
@@ -193,13 +240,43 @@ def _settle_account_batch(
     UsageRecord.objects.filter(pk__in=[r["pk"] for r in recs]).update(
         settled_at=now, settlement=txn
     )
-    if overage_total:
+    if overage:
         from billing.tasks import overage_alert
 
         logger.warning(
             "overage: account %s used %s micro-USD more than its balance could cover",
             account_id,
-            overage_total,
+            overage,
         )
-        enqueue_after_commit(overage_alert, account_id, overage_total)
-    return account_id, -charged_total, -released
+        enqueue_after_commit(overage_alert, account_id, overage)
+    return _Move(account_id=account_id, balance=-charged, held=-released, carry=carry_out)
+
+
+_CARRY_TAKE_SQL = (
+    "INSERT INTO {table} (account_id, pico) VALUES {rows} "
+    "ON CONFLICT (account_id) DO UPDATE SET pico = {table}.pico RETURNING account_id, pico"
+)
+
+
+def carry_take(*, account_ids: Sequence[int]) -> dict[int, int]:
+    """Lock the accounts' carry rows (made at zero where missing), in the order
+    given, and read them: one statement, on PostgreSQL and SQLite alike."""
+    if not account_ids:
+        return {}
+    sql = _CARRY_TAKE_SQL.format(
+        table=Carry._meta.db_table, rows=", ".join(["(%s, 0)"] * len(account_ids))
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, list(account_ids))
+        return dict(cursor.fetchall())
+
+
+def carry_put(*, carries: dict[int, int]) -> None:
+    """Store the accounts' new carries (rows locked by ``carry_take``)."""
+    if not carries:
+        return
+    with connection.cursor() as cursor:
+        cursor.executemany(
+            f"UPDATE {Carry._meta.db_table} SET pico = %s WHERE account_id = %s",  # noqa: S608
+            [(pico, account_id) for account_id, pico in sorted(carries.items())],
+        )

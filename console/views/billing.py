@@ -7,11 +7,13 @@ from django.shortcuts import get_object_or_404, redirect, render
 
 from accounts.models import Account
 from accounts.services import account_low_balance_set
-from billing.models import Entry, Statement
+from billing.models import Entry, ModelPrice, Statement
+from billing.pricing import UNITS, Component, Price
 from billing.selectors import prices_current
 from billing.services import RedemptionError, redemption_redeem
 from console.auth import member_required, signed_in
 from console.forms import LowBalanceForm, RedeemForm
+from console.templatetags.console import rate
 from core.money import micro_to_usd, usd_to_micro
 from relay.models import Channel
 
@@ -77,6 +79,52 @@ def statement(request: HttpRequest, account: Account, pk: int) -> HttpResponse:
     )
 
 
+# The token rates every chat row shows in a column of its own.
+_COLUMNS = ("input", "cache_read", "cache_write", "output", "reasoning")
+
+
+def _component_text(price: Price, component: Component) -> str:
+    """One component in words, at the rate the account pays (its group's multiplier
+    applied): "Images 1024x1024 hd: $0.08 per image"."""
+    label = UNITS[component.unit].label
+    if component.unit == "tool_call" and component.tool:
+        label = component.tool.replace("_", " ").capitalize() + " calls"
+    conditions = [v for v in (component.size, component.quality) if v]
+    if component.service_tier:
+        conditions.append(f"{component.service_tier} tier")
+    if component.above:
+        conditions.append(f"prompts above {component.above:,} tokens")
+    where = f" ({', '.join(conditions)})" if conditions else ""
+    return (
+        f"{label}{where}: {rate(component.rate * price.multiplier)} per {UNITS[component.unit].per}"
+    )
+
+
+def price_row(name: str, price: Price, served: bool) -> dict:
+    """What the models page shows of one price: the five token rates (each after its
+    fallback) and every other component in words."""
+    columns = {u: price.rate(u) for u in _COLUMNS}
+    plain = {
+        u
+        for u in _COLUMNS
+        if any(c.unit == u and c.key[1:] == (0, "", "", "", "") for c in price.components)
+    }
+    others = [
+        _component_text(price, c)
+        for c in price.ordered()
+        if not (c.unit in plain and c.key[1:] == (0, "", "", "", ""))
+    ]
+    return {
+        "name": name,
+        "mode": price.mode,
+        "mode_label": dict(ModelPrice.Mode.choices).get(price.mode, price.mode),
+        "tokens": price.mode in ("chat", "completion", "embedding") or bool(plain),
+        "rates": columns,
+        "others": others,
+        "served": served,
+    }
+
+
 @member_required
 def models(request: HttpRequest, account: Account) -> HttpResponse:
     prices = sorted(prices_current(group_id=account.price_group_id).items())
@@ -85,8 +133,13 @@ def models(request: HttpRequest, account: Account) -> HttpResponse:
         "served_models", flat=True
     ):
         served.update(channel or ())
+    multiplier = account.price_group.multiplier
     return render(
         request,
         "console/models.html",
-        {"prices": [(name, price, name in served) for name, price in prices], "account": account},
+        {
+            "rows": [price_row(name, price, name in served) for name, price in prices],
+            "account": account,
+            "multiplier": multiplier if multiplier != 1 else None,
+        },
     )

@@ -8,13 +8,13 @@ Providers give answers and events back in the dialect's own format
 (``UpstreamReply``, ``StreamEvent``); the lifecycle does the rest.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import orjson
 from django.http import HttpResponse
 
-from core.money import TokenCounts
+from core.money import Units
 
 from ..errors import ApiError, invalid_request
 
@@ -43,7 +43,7 @@ class UpstreamReply:
 
     body: dict[str, Any]
     upstream_usage: dict[str, Any] | None
-    tokens: TokenCounts | None
+    tokens: Units | None
 
 
 @dataclass(slots=True)
@@ -56,7 +56,7 @@ class StreamEvent:
 
     data: dict[str, Any]
     raw: bytes | None = None
-    usage: TokenCounts | None = None
+    usage: Units | None = None
     usage_final: bool = False
 
 
@@ -96,7 +96,7 @@ class Accounting:
     def __init__(self, dialect: "Dialect", body: dict[str, Any]) -> None:
         self._dialect = dialect
         self._body = body
-        self.usage: TokenCounts | None = None
+        self.usage: Units | None = None
         self.final = False
 
     def observe(self, event: StreamEvent) -> None:
@@ -106,22 +106,22 @@ class Accounting:
     def delivered(self, data: dict[str, Any]) -> None:
         raise NotImplementedError
 
-    def output(self) -> TokenCounts:
+    def output(self) -> Units:
         """The delivered output, counted locally (output and reasoning kinds)."""
         raise NotImplementedError
 
-    def tokens(self) -> tuple[TokenCounts, bool]:
+    def tokens(self) -> tuple[Units, bool]:
         """(tokens, estimated)."""
         if self.usage is not None and self.final:
             return self.usage, False
-        prompt = self.usage or TokenCounts(input=self._dialect.prompt_tokens(self._body))
+        prompt = self.usage or Units(input=self._dialect.prompt_tokens(self._body))
         output = self.output()
-        return TokenCounts(
-            input=prompt.input,
-            cache_read=prompt.cache_read,
-            cache_write=prompt.cache_write,
+        return replace(
+            prompt,
             output=output.output,
             reasoning=output.reasoning,
+            audio_output=output.audio_output,
+            image_output=output.image_output,
         ), True
 
 
@@ -132,8 +132,9 @@ class StreamFormat(Protocol):
         """The bytes to send for an upstream event (None: nothing, or held back)."""
         ...
 
-    def end(self, tokens: TokenCounts, cost: int) -> bytes:
-        """What ends a stream that completed: the billed usage and cost, a terminator."""
+    def end(self, tokens: Units, cost: int) -> bytes:
+        """What ends a stream that completed: the billed usage and cost (pico-USD), a
+        terminator."""
         ...
 
     def error(self, failure: ApiError) -> bytes:
@@ -170,14 +171,20 @@ class Dialect:
         and was cancelled, or whose upstream reported no usage)."""
         raise NotImplementedError
 
-    def estimate(self, body: dict[str, Any], answer: dict[str, Any]) -> TokenCounts:
+    def estimate(self, body: dict[str, Any], answer: dict[str, Any]) -> Units:
         """The tokens of an answer whose upstream reported no usage."""
         raise NotImplementedError
 
+    def hold_units(self, body: dict[str, Any], params: RequestParams) -> Units | None:
+        """The units beyond tokens the request may be billed for (images, seconds of
+        audio, characters, search units...), as many as it may use: its hold covers
+        them at their dearest rates. None: tokens only."""
+        return None
+
     # -- answers and streams --------------------------------------------------------
 
-    def render(self, reply: UpstreamReply, tokens: TokenCounts, cost: int) -> dict[str, Any]:
-        """The answer the client gets, carrying the billed usage and cost."""
+    def render(self, reply: UpstreamReply, tokens: Units, cost: int) -> dict[str, Any]:
+        """The answer the client gets, carrying the billed usage and cost (pico-USD)."""
         raise NotImplementedError
 
     def accounting(self, body: dict[str, Any]) -> Accounting:

@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from core.money import TokenCounts
+from core.money import Units
 
 from .. import sse
 from ..errors import ApiError, invalid_request
@@ -132,8 +132,8 @@ class ChatAccounting(Accounting):
                     fn = call["function"]
                     text.append(str(fn.get("name") or "") + str(fn.get("arguments") or ""))
 
-    def output(self) -> TokenCounts:
-        return TokenCounts(
+    def output(self) -> Units:
+        return Units(
             output=sum(count_text("".join(p)) for p in self.text.values()),
             reasoning=sum(count_text("".join(p)) for p in self.reasoning.values()),
         )
@@ -166,7 +166,7 @@ class ChatStreamFormat:
             return event.raw
         return sse.encode(orjson.dumps(data))
 
-    def end(self, tokens: TokenCounts, cost: int) -> bytes:
+    def end(self, tokens: Units, cost: int) -> bytes:
         if not self.include_usage:
             return DONE
         template = self.template or {}
@@ -212,10 +212,10 @@ class Chat(Dialect):
     def prompt_tokens(self, body: dict[str, Any]) -> int:
         return count_messages(body.get("messages") or [])
 
-    def estimate(self, body: dict[str, Any], answer: dict[str, Any]) -> TokenCounts:
-        return TokenCounts(input=self.prompt_tokens(body), output=count_completion(answer))
+    def estimate(self, body: dict[str, Any], answer: dict[str, Any]) -> Units:
+        return Units(input=self.prompt_tokens(body), output=count_completion(answer))
 
-    def render(self, reply: UpstreamReply, tokens: TokenCounts, cost: int) -> dict[str, Any]:
+    def render(self, reply: UpstreamReply, tokens: Units, cost: int) -> dict[str, Any]:
         reply.body["usage"] = usage_payload(tokens, cost, reply.upstream_usage)
         return reply.body
 

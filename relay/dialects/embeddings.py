@@ -2,7 +2,7 @@
 
 from typing import Any
 
-from core.money import TokenCounts
+from core.money import Units
 
 from ..errors import invalid_request
 from ..tokens import count_text
@@ -61,10 +61,10 @@ class Embeddings(Dialect):
             return sum(len(i) if isinstance(i, list) else 1 for i in items)
         return sum(count_text(i) if isinstance(i, str) else 1 for i in items)
 
-    def estimate(self, body: dict[str, Any], answer: dict[str, Any]) -> TokenCounts:
-        return TokenCounts(input=self.prompt_tokens(body))
+    def estimate(self, body: dict[str, Any], answer: dict[str, Any]) -> Units:
+        return Units(input=self.prompt_tokens(body))
 
-    def render(self, reply: UpstreamReply, tokens: TokenCounts, cost: int) -> dict[str, Any]:
+    def render(self, reply: UpstreamReply, tokens: Units, cost: int) -> dict[str, Any]:
         reply.body["usage"] = usage_payload(tokens, cost, reply.upstream_usage)
         return reply.body
 

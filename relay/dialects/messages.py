@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from core.money import TokenCounts, micro_to_usd
+from core.money import Units, pico_to_usd
 
 from ..errors import ApiError, invalid_request
 from ..fields import arguments_text, as_dict, as_list, as_str
@@ -57,14 +57,25 @@ def event_bytes(event: dict[str, Any]) -> bytes:
     return b"event: " + event["type"].encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n"
 
 
-def anthropic_usage(tokens: TokenCounts) -> dict[str, Any]:
-    """Token kinds as a Messages ``usage`` object (reasoning is output there)."""
-    return {
-        "input_tokens": tokens.input,
-        "cache_creation_input_tokens": tokens.cache_write,
+def anthropic_usage(tokens: Units) -> dict[str, Any]:
+    """Units as a Messages ``usage`` object: reasoning is output there, and audio and
+    image tokens are input or output; cache writes are split by how long they last
+    when some last an hour."""
+    usage: dict[str, Any] = {
+        "input_tokens": tokens.input + tokens.audio_input + tokens.image_input,
+        "cache_creation_input_tokens": tokens.cache_write + tokens.cache_write_1h,
         "cache_read_input_tokens": tokens.cache_read,
         "output_tokens": tokens.completion,
     }
+    if tokens.cache_write_1h:
+        usage["cache_creation"] = {
+            "ephemeral_5m_input_tokens": tokens.cache_write,
+            "ephemeral_1h_input_tokens": tokens.cache_write_1h,
+        }
+    tools = dict(tokens.tool_calls)
+    if tools.get("web_search"):
+        usage["server_tool_use"] = {"web_search_requests": tools["web_search"]}
+    return usage
 
 
 # -- counting ------------------------------------------------------------------------
@@ -117,8 +128,8 @@ class MessagesAccounting(Accounting):
         elif delta.get("type") == "thinking_delta":
             self.text.append(str(delta.get("thinking", "")))
 
-    def output(self) -> TokenCounts:
-        return TokenCounts(output=count_text("".join(self.text)))
+    def output(self) -> Units:
+        return Units(output=count_text("".join(self.text)))
 
 
 class MessagesStreamFormat:
@@ -144,9 +155,9 @@ class MessagesStreamFormat:
             return None
         return event.raw if event.raw is not None else event_bytes(data)
 
-    def end(self, tokens: TokenCounts, cost: int) -> bytes:
+    def end(self, tokens: Units, cost: int) -> bytes:
         delta = self.delta or {"stop_reason": "end_turn", "stop_sequence": None}
-        usage = {**(self.usage or anthropic_usage(tokens)), "cost": micro_to_usd(cost)}
+        usage = {**(self.usage or anthropic_usage(tokens)), "cost": pico_to_usd(cost)}
         return event_bytes({"type": "message_delta", "delta": delta, "usage": usage}) + event_bytes(
             {"type": "message_stop"}
         )
@@ -224,17 +235,17 @@ class Messages(Dialect):
             messages.append({"content": _content_text(system)})
         return count_messages(messages)
 
-    def estimate(self, body: dict[str, Any], answer: dict[str, Any]) -> TokenCounts:
-        return TokenCounts(
+    def estimate(self, body: dict[str, Any], answer: dict[str, Any]) -> Units:
+        return Units(
             input=self.prompt_tokens(body),
             output=count_text(_content_text(answer.get("content"))),
         )
 
-    def render(self, reply: UpstreamReply, tokens: TokenCounts, cost: int) -> dict[str, Any]:
+    def render(self, reply: UpstreamReply, tokens: Units, cost: int) -> dict[str, Any]:
         body = reply.body
         body["usage"] = {
             **(reply.upstream_usage or anthropic_usage(tokens)),
-            "cost": micro_to_usd(cost),
+            "cost": pico_to_usd(cost),
         }
         return body
 

@@ -60,8 +60,11 @@ async def hold(request: RelayRequest) -> None:
     spend limit does not cover it."""
     key = request.key
     completion = completion_reserve(request.params)
+    units = request.dialect.hold_units(request.body, request.params)
     amount = max(
-        r.price.reserve(prompt_tokens=request.prompt_estimate, completion_tokens=completion)
+        r.price.hold(
+            prompt_tokens=request.prompt_estimate, completion_tokens=completion, units=units
+        )
         for r in request.routes
     )
     try:

@@ -12,11 +12,12 @@ from typing import TYPE_CHECKING, Any
 
 from django.db import InterfaceError, OperationalError
 
+from billing.pricing import Bill
 from billing.tasks import settlement_request
-from core.money import TokenCounts
+from core.money import Units, pico_to_usd
 from core.threads import db
 from core.transactions import enqueue_after_commit
-from usage.models import UsageRecord
+from usage.models import UsageRecord, unit_columns
 from usage.services import (
     usage_record_finish_async,
     usage_record_for_hold_async,
@@ -69,18 +70,19 @@ async def _usage_record_write(request: "RelayRequest", fields: dict[str, Any]) -
         retrying = True
 
 
-def charges(request: "RelayRequest", outcome: "Outcome") -> tuple[TokenCounts, int, int]:
-    """What a finished request is billed for: (tokens, cost, upstream cost), from the
-    route's price snapshot, without I/O. Failed requests cost nothing."""
+def charges(request: "RelayRequest", outcome: "Outcome") -> tuple[Units, Bill | None, int]:
+    """What a finished request is billed for: (units, the bill from the route's price,
+    the upstream cost in pico-USD at the channel's cost price), without I/O. Failed
+    requests cost nothing (no bill)."""
     if outcome.status not in CHARGED or request.hold_id is None:
-        return TokenCounts(), 0, 0
+        return Units(), None, 0
     route = outcome.route or request.routes[0]
     channel = outcome.channel
-    tokens = outcome.tokens
+    units = outcome.tokens
     upstream_cost = 0
     if channel is not None and route.model in channel.cost_prices:
-        upstream_cost = channel.cost_prices[route.model].cost(tokens)
-    return tokens, route.price.cost(tokens), upstream_cost
+        upstream_cost = channel.cost_prices[route.model].cost(units)
+    return units, route.price.bill(units), upstream_cost
 
 
 async def finish(request: "RelayRequest", outcome: "Outcome") -> tuple[int | None, int]:
@@ -116,9 +118,10 @@ async def finish(request: "RelayRequest", outcome: "Outcome") -> tuple[int | Non
         metrics.request_ended(
             endpoint=request.dialect.name, model=request.priced_model, outcome=outcome
         )
-        _access_line(request, outcome, request.priced_model, TokenCounts(), 0, usage_id)
+        _access_line(request, outcome, request.priced_model, Units(), 0, usage_id)
         return usage_id, 0
-    tokens, cost, upstream_cost = charges(request, outcome)
+    tokens, bill, upstream_cost = charges(request, outcome)
+    cost = bill.pico if bill is not None else 0
     route = outcome.route or request.routes[0]
     channel = outcome.channel
     usage_id = await _usage_record_write(
@@ -138,15 +141,11 @@ async def finish(request: "RelayRequest", outcome: "Outcome") -> tuple[int | Non
             "http_status": outcome.http_status,
             "error_code": outcome.error_code,
             "stream": request.params.stream,
-            "input_tokens": tokens.input,
-            "cache_read_tokens": tokens.cache_read,
-            "cache_write_tokens": tokens.cache_write,
-            "output_tokens": tokens.output,
-            "reasoning_tokens": tokens.reasoning,
+            **unit_columns(tokens),
             "estimated": outcome.estimated and outcome.status in CHARGED,
-            "price_snapshot": {"model": route.model, **route.price.snapshot()},
-            "cost": cost,
-            "upstream_cost": upstream_cost,
+            "price_snapshot": route.price.snapshot(bill) if bill is not None else {},
+            "cost_pico": cost,
+            "upstream_cost_pico": upstream_cost,
             "latency_ms": outcome.latency_ms,
             "ttft_ms": outcome.ttft_ms,
             "user": request.params.user,
@@ -183,7 +182,7 @@ def _access_line(
     request: "RelayRequest",
     outcome: "Outcome",
     model: str,
-    tokens: TokenCounts,
+    tokens: Units,
     cost: int,
     usage_id: int | None,
 ) -> None:
@@ -205,9 +204,9 @@ def _access_line(
             "channel_id": channel.id if channel is not None else None,
             "http_status": outcome.http_status,
             "error_code": outcome.error_code or None,
-            "input_tokens": tokens.input,
-            "output_tokens": tokens.output,
-            "cost": cost,
+            "input_tokens": tokens.prompt,
+            "output_tokens": tokens.completion,
+            "cost_usd": pico_to_usd(cost),
             "latency_ms": outcome.latency_ms,
             "ttft_ms": outcome.ttft_ms,
             "attempts": len(outcome.attempts),

@@ -21,7 +21,7 @@ from accounts.selectors import AuthKey
 from billing.pricing import Price
 from billing.services import hold_granted
 from core import inflight
-from core.money import TokenCounts
+from core.money import Units
 from usage.models import UsageRecord
 
 from .. import limits
@@ -72,7 +72,7 @@ class Outcome:
     route: Route | None = None
     channel: ChannelInfo | None = None
     error_code: str = ""
-    tokens: TokenCounts = field(default_factory=TokenCounts)
+    tokens: Units = field(default_factory=Units)
     estimated: bool = False
     attempts: list[dict[str, Any]] = field(default_factory=list)
     latency_ms: int = 0
@@ -303,10 +303,10 @@ class RelayRequest:
             )
         if self.calling is not None:
             self.attempt_ended(499)  # the call the client did not wait for
-        tokens = TokenCounts()
+        tokens = Units()
         if self.trying is not None:
             try:
-                tokens = TokenCounts(input=self.dialect.prompt_tokens(self.body))
+                tokens = Units(input=self.dialect.prompt_tokens(self.body))
             except Exception:
                 logger.exception("the prompt of %s could not be counted", self.request_id)
         return Outcome(

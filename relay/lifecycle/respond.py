@@ -19,7 +19,7 @@ from django.http import HttpResponse, StreamingHttpResponse
 
 from core import logs
 from core.logs import request_id_from
-from core.money import TokenCounts
+from core.money import Units
 from usage.models import UsageRecord
 
 from .. import errors, sse
@@ -148,7 +148,7 @@ class StreamRelay:
             tokens, estimated = self.accounting.tokens()
         except Exception:
             logger.exception("the tokens of %s could not be counted", self.request.request_id)
-            tokens, estimated = TokenCounts(), True
+            tokens, estimated = Units(), True
         outcome = Outcome(
             status=status,
             http_status={"success": 200, "cancelled": 499, "failed": 500}.get(status, 502),

@@ -94,7 +94,7 @@ def _auto_routes(key: AuthKey, dialect: Dialect, state: RouteState) -> list[Rout
         if channels:
             routes.append(Route(model=model, price=prices[model], channels=channels))
     if key.auto_strategy == AutoStrategy.CHEAPEST:
-        routes.sort(key=lambda r: (r.price.input + r.price.output, r.model))
+        routes.sort(key=lambda r: (r.price.list_rate(), r.model))
     elif key.auto_strategy == AutoStrategy.FASTEST:
         # A model with no figure yet is tried first: that is how it gets one.
         latency = state.latencies

@@ -148,7 +148,8 @@ async def answer(request: RelayRequest, record_after: bool) -> HttpResponse:
     # The cost in the answer is the one the record carries (both from the route's
     # price snapshot); the answer is rendered before the request ends, so an answer
     # that cannot be rendered is not recorded as served.
-    _, cost, _ = charges(request, outcome)
+    _, bill, _ = charges(request, outcome)
+    cost = bill.pico if bill is not None else 0
     response = respond.json(request.dialect.render(reply, tokens, cost), request)
     ending = request.end(outcome)
     if not (record_after and request.admission is None):

@@ -29,7 +29,12 @@ def test_staff_add_a_channel_whose_key_is_never_shown(world):
     assert response.status_code == 201, response.json()
     channel = Channel.objects.get(name="primary")
     assert channel.api_key == SECRET
-    assert channel.cost_prices == {"gpt-4o-mini": {"input": "0.1", "output": "0.4"}}
+    # Stored as the components of a price, from the per-token shorthand.
+    assert channel.cost_prices == {
+        "gpt-4o-mini": {
+            "components": [{"unit": "input", "rate": "0.1"}, {"unit": "output", "rate": "0.4"}]
+        }
+    }
     for page in [
         response.content.decode(),
         world.staff.get("/api/channels/").content.decode(),
@@ -84,7 +89,9 @@ def test_an_edit_does_not_overwrite_what_the_relay_recorded_meanwhile(world):
         {"base_url": "not a url"},
         {"weight": 0},
         {"request_timeout": 0},
-        {"cost_prices": {"m": {"input": "0.1"}}},
+        {"cost_prices": {"m": {}}},
+        {"cost_prices": {"m": {"components": [{"unit": "image", "rate": "0.04", "tool": "x"}]}}},
+        {"cost_prices": {"m": {"components": "input"}}},
         {"cost_prices": {"m": {"input": "0.1", "output": "-1"}}},
         {"cost_prices": {"m": {"input": "0.0000001", "output": "1"}}},
         {"cost_prices": {"m": {"input": "Infinity", "output": "1"}}},

@@ -2,6 +2,7 @@
 
 import csv
 import io
+import json
 import warnings
 from datetime import UTC, datetime, timedelta
 
@@ -43,7 +44,7 @@ def export_rows(client, query=""):
     return list(csv.DictReader(io.StringIO(text)))
 
 
-def test_records_are_listed_newest_first_with_costs_in_micro_usd(world):
+def test_records_are_listed_newest_first_with_their_exact_costs(world):
     record = served(key=world.key_a, cost=1_234, model="gpt-4o-mini", request_id="charged")
     usage(world.key_a, request_id="free", created_at=T0)
     body = log(world.alice)
@@ -52,6 +53,29 @@ def test_records_are_listed_newest_first_with_costs_in_micro_usd(world):
     assert top["id"] == record.pk and top["cost"] == 1_234 and top["cost_usd"] == "0.001234"
     assert top["api_key"] == world.key_a.pk and top["api_key_name"] == "alice's key"
     assert world.alice.get(f"/api/usage/{record.pk}/").json()["cost"] == 1_234
+    assert top["cost_pico"] == 1_234_000_000
+
+
+def test_every_unit_billed_is_in_the_log_and_the_export(world):
+    tiny = served(key=world.key_a, cost_pico=100_000, request_id="embedding")
+    UsageRecord.objects.filter(pk=tiny.pk).update(
+        images=3,
+        audio_ms=12_345,
+        characters=1_234,
+        search_units=3,
+        tool_calls=2,
+        cache_write_1h_tokens=10_000,
+        unit_details={"images": {"1024x1024/hd": 3}, "tool_calls": {"web_search": 2}},
+    )
+    row = log(world.alice)["results"][0]
+    assert row["cost"] == 0 and row["cost_pico"] == 100_000 and row["cost_usd"] == "0.0000001"
+    assert (row["images"], row["audio_seconds"], row["characters"]) == (3, 12.345, 1_234)
+    assert (row["search_units"], row["tool_calls"], row["cache_write_1h_tokens"]) == (3, 2, 10_000)
+    assert row["unit_details"]["tool_calls"] == {"web_search": 2}
+    line = export_rows(world.alice)[0]
+    assert (line["cost_pico"], line["cost_usd"]) == ("100000", "0.0000001")
+    assert (line["images"], line["audio_seconds"], line["search_units"]) == ("3", "12.345", "3")
+    assert json.loads(line["unit_details"])["images"] == {"1024x1024/hd": 3}
 
 
 def test_upstream_costs_and_channels_are_for_staff_eyes_only(world):
@@ -172,10 +196,10 @@ def test_the_export_has_costs_and_quotes_what_a_spreadsheet_would_run(world):
     usage(world.key_a, request_id="plain", user="@SUM(A1)", created_at=T0)
     rows = export_rows(world.alice)
     assert rows[0]["request_id"] == '\'=HYPERLINK("http://evil")'
-    assert rows[0]["cost_micro_usd"] == "2500000" and rows[0]["cost_usd"] == "2.500000"
+    assert rows[0]["cost_pico"] == "2500000000000" and rows[0]["cost_usd"] == "2.500000"
     assert rows[0]["account_id"] == str(world.a.pk) and rows[0]["api_key_name"] == "alice's key"
     assert rows[1]["user"] == "'@SUM(A1)" and rows[1]["created_at"].startswith("2026-03-01T12:00")
-    assert "upstream_cost" not in rows[0] and "channel" not in rows[0]
+    assert not any(c.startswith("upstream_cost") for c in rows[0]) and "channel" not in rows[0]
 
 
 def test_the_export_of_nothing_is_a_header(world):

@@ -120,7 +120,9 @@ def record_fields(key, hold_id: int, request_id: str, cost: int) -> dict:
         "client_ip": "10.1.2.3",
         "http_status": 200,
         "output_tokens": 10,
-        "cost": cost,
+        "images": 2,
+        "unit_details": {"images": {"1024x1024/hd": 2}},
+        "cost_pico": cost,
         "attempts": [{"channel": 1, "status": 200}],
         "price_snapshot": {"model": "m"},
     }
@@ -143,7 +145,12 @@ def test_records_written_together_each_get_their_own_id():
     assert len(set(ids)) == 20
     for i, usage_id in enumerate(ids):
         record = UsageRecord.objects.get(pk=usage_id)
-        assert (record.request_id, record.hold_id, record.cost) == (f"req-{i}", holds[i], i + 1)
+        assert (record.request_id, record.hold_id, record.cost_pico) == (
+            f"req-{i}",
+            holds[i],
+            i + 1,
+        )
+        assert record.unit_details == {"images": {"1024x1024/hd": 2}}
         assert (record.attempts, record.client_ip) == ([{"channel": 1, "status": 200}], "10.1.2.3")
     assert transactions_that_wrote("usage_usagerecord") < 20
 

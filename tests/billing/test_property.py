@@ -20,7 +20,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from billing.models import Entry, Hold, LedgerAccount
+from billing.models import Carry, Entry, Hold, LedgerAccount
 from billing.reconcile import ledger_check
 from billing.services import (
     HoldRefused,
@@ -35,6 +35,12 @@ from usage.models import UsageRecord
 
 OVERDRAFT = 5_000
 amounts = st.integers(min_value=1, max_value=2_000_000)
+# Pico-USD: a tenth of a micro-USD up to three dollars, and exact micro-USD amounts.
+costs = st.one_of(
+    st.integers(min_value=0, max_value=3_000_000_000_000),
+    st.integers(min_value=0, max_value=3_000_000).map(lambda micro: micro * 1_000_000),
+    st.integers(min_value=1, max_value=2_000_000),
+)
 
 
 class Ledger(RuleBasedStateMachine):
@@ -47,6 +53,9 @@ class Ledger(RuleBasedStateMachine):
         self.open: dict[int, int] = {}  # hold id -> amount
         self.expired: dict[int, int] = {}
         self.overage = 0
+        # Charges are whole micro-USD: what is below one micro-USD is carried.
+        self.carry = 0
+        self.exact = 0
         self.n = 0
 
     def _record(self, hold_id: int, cost: int) -> UsageRecord:
@@ -60,15 +69,18 @@ class Ledger(RuleBasedStateMachine):
             model_served="m",
             status="success" if cost else "upstream_error",
             http_status=200,
-            output_tokens=cost,
-            cost=cost,
+            output_tokens=cost // 1_000_000,
+            cost_pico=cost,
         )
 
     def _charge(self, cost: int) -> None:
+        """A record of ``cost`` pico-USD settled after its hold was released."""
+        self.exact += cost
+        due, self.carry = divmod(self.carry + cost, 1_000_000)
         cap = max(0, self.balance - self.held + OVERDRAFT)
-        charged = min(cost, cap)
+        charged = min(due, cap)
         self.balance -= charged
-        self.overage += cost - charged
+        self.overage += due - charged
 
     @rule(amount=amounts)
     def top_up(self, amount):
@@ -101,7 +113,7 @@ class Ledger(RuleBasedStateMachine):
             self.held += amount
 
     @precondition(lambda self: self.open)
-    @rule(data=st.data(), cost=st.integers(min_value=0, max_value=3_000_000))
+    @rule(data=st.data(), cost=costs)
     def settle(self, data, cost):
         hold_id = data.draw(st.sampled_from(sorted(self.open)))
         record = self._record(hold_id, cost)
@@ -121,7 +133,7 @@ class Ledger(RuleBasedStateMachine):
         self.held -= self.expired[hold_id]
 
     @precondition(lambda self: self.expired)
-    @rule(data=st.data(), cost=st.integers(min_value=1, max_value=3_000_000))
+    @rule(data=st.data(), cost=costs.filter(bool))
     def settle_after_expiry(self, data, cost):
         hold_id = data.draw(st.sampled_from(sorted(self.expired)))
         del self.expired[hold_id]
@@ -146,6 +158,16 @@ class Ledger(RuleBasedStateMachine):
             ledger_account__kind="overage", transaction__account=self.account
         ).aggregate(s=Sum("amount"))["s"]
         assert -(overage or 0) == self.overage
+        # Charged (and written off) whole micro-USD plus the carry: the exact sum.
+        billed = (
+            Entry.objects.filter(
+                ledger_account__kind="revenue", transaction__account=self.account
+            ).aggregate(s=Sum("amount"))["s"]
+            or 0
+        )
+        carried = Carry.objects.filter(account=self.account).values_list("pico", flat=True)
+        assert billed * 1_000_000 + (carried.first() or 0) == self.exact
+        assert 0 <= self.exact - billed * 1_000_000 < 1_000_000
         assert ledger_check() == []
 
 

@@ -9,7 +9,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from accounts.models import Account
-from billing.models import Entry, Hold, KeySpend, LedgerAccount, Transaction
+from billing.models import Carry, Entry, Hold, KeySpend, LedgerAccount, Transaction
 from billing.reconcile import ledger_check
 from billing.services import hold_reserve
 from billing.tasks import ledger_reconcile
@@ -61,8 +61,12 @@ CORRUPTIONS = {
     "usage_charged_without_settlement": lambda account, key: UsageRecord.objects.filter(
         request_id="a"
     ).update(settlement=None),
+    # Within a settlement, what is carried in and out is under one micro-USD.
     "settlement_mismatch": lambda account, key: UsageRecord.objects.filter(request_id="a").update(
-        cost=F("cost") + 1
+        cost_pico=F("cost_pico") + 1_000_000
+    ),
+    "charged_not_exact": lambda account, key: Carry.objects.filter(account=account).update(
+        pico=F("pico") + 1
     ),
     "settled_with_open_hold": lambda account, key: UsageRecord.objects.filter(
         request_id="b"

@@ -16,7 +16,7 @@ from accounts.models import ApiKey
 from accounts.services import membership_add
 from billing.models import Transaction
 from billing.statements import statement_generate
-from core.money import micro_to_usd
+from core.money import micro_to_usd, pico_to_usd
 from tests.support.factories import UserFactory
 from tests.support.ledger import backdate
 from tests.support.waiting import wait_for
@@ -137,8 +137,8 @@ def test_sign_in_create_key_call_relay_see_usage_and_charge_export_csv(
     row = page.locator("tr", has_text=reply._request_id)
     expect(row).to_contain_text("browser key")
     expect(row).to_contain_text("success")
-    cost = "$" + micro_to_usd(record.cost).rstrip("0").ljust(
-        len(micro_to_usd(record.cost).split(".")[0]) + 3, "0"
+    cost = "$" + pico_to_usd(record.cost_pico).rstrip("0").ljust(
+        len(pico_to_usd(record.cost_pico).split(".")[0]) + 3, "0"
     )
     expect(row).to_contain_text(cost)
     assert (record.cache_read_tokens, record.cache_write_tokens) == (2, 3)
@@ -155,9 +155,12 @@ def test_sign_in_create_key_call_relay_see_usage_and_charge_export_csv(
 
     page.click("nav >> text=Billing")
     charge = page.locator("tr", has_text="Usage charge").first
-    expect(charge).to_contain_text("-" + cost)
+    # The account is charged whole micro-USD, the rest carried to its next charge.
+    micro = micro_to_usd(record.cost_pico // 10**6)
+    charged = "$" + micro.rstrip("0").ljust(len(micro.split(".")[0]) + 3, "0")
+    expect(charge).to_contain_text("-" + charged)
     expect(page.locator(".stat").first).to_contain_text(
-        micro_to_usd(5_000_000 - record.cost).rstrip("0")
+        micro_to_usd(5_000_000 - record.cost_pico // 10**6).rstrip("0")
     )
     assert page.evaluate(SIDEWAYS) == []
     shot(page, "04-billing")
@@ -187,10 +190,10 @@ def test_sign_in_create_key_call_relay_see_usage_and_charge_export_csv(
     assert page.evaluate(SIDEWAYS) == []
     shot(page, "06-statement")
 
-    on_a_phone(browser, base, record, cost, statement)
+    on_a_phone(browser, base, record, cost, charged, statement)
 
 
-def on_a_phone(browser, base, record, cost, statement):
+def on_a_phone(browser, base, record, cost, charged, statement):
     """The same console 390 px wide: every page one tap away in the navigation, and
     no table that has to be scrolled sideways to see its amounts, status or actions."""
     narrow = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True)
@@ -230,7 +233,7 @@ def on_a_phone(browser, base, record, cost, statement):
             assert on_screen(phone, row.locator("button", has_text="Revoke"))
         elif path == "/billing/":
             charge = phone.locator("tr", has_text="Usage").first
-            assert on_screen(phone, charge.locator("td.num", has_text="-" + cost))
+            assert on_screen(phone, charge.locator("td.num", has_text="-" + charged))
             month = phone.locator("tr", has_text=statement.period_start.strftime("%B %Y"))
             assert on_screen(phone, month.locator("td.num").last)  # the closing balance
 

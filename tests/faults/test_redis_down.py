@@ -12,6 +12,7 @@ from accounts.models import Account
 from billing.models import Hold
 from billing.reconcile import ledger_check
 from tests.support.factories import AccountFactory, ApiKeyFactory, ChannelFactory, ModelPriceFactory
+from tests.support.ledger import charged_for
 from tests.support.load import Load, send
 from tests.support.procs import Gateway, Worker, environment, test_database_url
 from tests.support.waiting import wait_for
@@ -96,7 +97,7 @@ def test_redis_outage_under_load_fails_open_and_settlement_catches_up(
     assert {r.request_id for r in load.results} <= set(records)
 
     account = Account.objects.get(pk=account.pk)
-    charged = sum(UsageRecord.objects.filter(account=account).values_list("cost", flat=True))
+    charged = charged_for(account)
     assert (account.balance, account.held) == (CREDIT - charged, 0)
     assert not Hold.objects.filter(status="open").exists()
     assert ledger_check() == []

@@ -11,11 +11,12 @@ import orjson
 import pytest
 
 from accounts.models import Account
-from billing.pricing import Price
+from billing.pricing import Price, token_components
 from billing.reconcile import ledger_check
-from core.money import TokenCounts
+from core.money import Units
 from relay.tokens import count_messages, count_text
 from tests.support.factories import AccountFactory, ApiKeyFactory, ChannelFactory, ModelPriceFactory
+from tests.support.ledger import charged_for
 from tests.support.procs import Gateway, Worker, environment, test_database_url
 from tests.support.servers import ServerThread
 from tests.support.stalling import chunk
@@ -25,7 +26,7 @@ from usage.models import UsageRecord
 WORDS = " ".join(f"w{i % 10}" for i in range(300))
 EVENT = chunk(WORDS)
 CREDIT = 50_000_000
-PRICE = Price.from_decimals(model="gpt-4o-mini", input="0.15", output="0.60")
+PRICE = Price.of(model="gpt-4o-mini", components=token_components(input="0.15", output="0.60"))
 MB = 1024 * 1024
 
 
@@ -182,11 +183,11 @@ def test_client_that_stops_reading_back_pressures_the_upstream_and_is_billed_on_
     per_event = count_text(WORDS)
     events_read = received.count(b"data: ")
     assert per_event * (events_read - 1) <= record.output_tokens <= per_event * plateau
-    assert record.cost == PRICE.cost(
-        TokenCounts(input=record.input_tokens, output=record.output_tokens)
+    assert record.cost_pico == PRICE.cost(
+        Units(input=record.input_tokens, output=record.output_tokens)
     )
     assert UsageRecord.objects.filter(request_id="slow-reader").count() == 1
     account = Account.objects.get(pk=account.pk)
-    charged = sum(UsageRecord.objects.filter(account=account).values_list("cost", flat=True))
+    charged = charged_for(account)
     assert (account.balance, account.held) == (CREDIT - charged, 0)
     assert ledger_check() == []

@@ -8,9 +8,9 @@ import orjson
 import pytest
 
 from billing.models import Hold
-from billing.pricing import Price
+from billing.pricing import Price, token_components
 from billing.reconcile import ledger_check
-from core.money import TokenCounts
+from core.money import Units
 from relay.selectors import channel_cache_invalidate
 from relay.tokens import count_messages, count_text
 from tests.support.factories import ChannelFactory
@@ -21,7 +21,7 @@ from usage.models import UsageRecord
 
 TIMEOUT = 0.5
 CREDIT = 5_000_000
-PRICE = Price.from_decimals(model="gpt-4o-mini", input="0.15", output="0.60")
+PRICE = Price.of(model="gpt-4o-mini", components=token_components(input="0.15", output="0.60"))
 
 
 def prelude(kind: str, stream: bool) -> bytes:
@@ -84,7 +84,7 @@ def test_hanging_upstream_is_a_504_within_the_timeout_and_free(relay_env, stalli
     wait_for(lambda: hung.opened == hung.closed == 1)
 
     record = settled(response)
-    assert (record.status, record.cost, record.http_status) == ("upstream_error", 0, 504)
+    assert (record.status, record.cost_pico, record.http_status) == ("upstream_error", 0, 504)
     assert Hold.objects.get(pk=record.hold_id).status == Hold.Status.RELEASED
     account = relay_env.refresh()
     assert (account.balance, account.held) == (CREDIT, 0)
@@ -119,7 +119,7 @@ def test_timeout_before_the_first_byte_fails_over_to_the_next_channel(
     assert upstream.calls == 1
     wait_for(lambda: hung.opened == hung.closed == 1)
     account = relay_env.refresh()
-    assert (account.balance, account.held) == (CREDIT - record.cost, 0)
+    assert (account.balance, account.held) == (CREDIT - record.cost_pico // 10**6, 0)
     assert ledger_check() == []
 
 
@@ -145,10 +145,10 @@ def test_stall_mid_stream_ends_with_an_error_event_and_bills_what_was_delivered(
 
     record = settled(response)
     assert (record.status, record.estimated) == ("interrupted", True)
-    tokens = TokenCounts(input=count_messages(body["messages"]), output=count_text("Hello there"))
+    tokens = Units(input=count_messages(body["messages"]), output=count_text("Hello there"))
     assert (record.input_tokens, record.output_tokens) == (tokens.input, tokens.output)
-    assert record.cost == PRICE.cost(tokens) > 0
+    assert record.cost_pico == PRICE.cost(tokens) > 0
     assert Hold.objects.get(pk=record.hold_id).status == Hold.Status.SETTLED
     account = relay_env.refresh()
-    assert (account.balance, account.held) == (CREDIT - record.cost, 0)
+    assert (account.balance, account.held) == (CREDIT - record.cost_pico // 10**6, 0)
     assert ledger_check() == []

@@ -127,7 +127,7 @@ def test_vanishing_clients_leave_no_hold_and_no_record_missing(setup):
     # reached the upstream were.
     for record in UsageRecord.objects.filter(api_key=key, status="cancelled"):
         reached = bool(record.attempts)
-        assert (record.cost > 0) == reached, (record.request_id, record.attempts)
+        assert (record.cost_pico > 0) == reached, (record.request_id, record.attempts)
 
 
 def test_vanishing_clients_give_back_their_rate_limit_slots(setup):
@@ -218,7 +218,7 @@ def test_requests_the_server_stops_at_shutdown_end_with_their_record(
     for record in records.values():
         assert (record.status, record.error_code) == ("cancelled", "server_shutdown")
     # The stream had delivered part of its answer: that part is charged.
-    assert records["stopped-stream"].output_tokens > 0 and records["stopped-stream"].cost > 0
+    assert records["stopped-stream"].output_tokens > 0 and records["stopped-stream"].cost_pico > 0
     account.refresh_from_db()
     assert account.held == 0
     assert ledger_check() == []

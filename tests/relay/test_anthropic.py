@@ -7,8 +7,8 @@ import openai
 import orjson
 import pytest
 
-from billing.pricing import Price
-from core.money import TokenCounts, micro_to_usd
+from billing.pricing import Price, token_components
+from core.money import Units, micro_to_usd, pico_to_usd
 from relay.models import Channel
 from relay.providers.anthropic import chat as chat_over_anthropic
 from relay.providers.openai import messages as messages_over_chat
@@ -18,8 +18,11 @@ from tests.support.relay import WEATHER
 from tests.support.waiting import wait_for
 from usage.models import UsageRecord
 
-SONNET = Price.from_decimals(
-    model="claude-sonnet-4", input="3.00", output="15.00", cache_read="0.30", cache_write="3.75"
+SONNET = Price.of(
+    model="claude-sonnet-4",
+    components=token_components(
+        input="3.00", output="15.00", cache_read="0.30", cache_write="3.75"
+    ),
 )
 CACHED_USAGE = {
     "input_tokens": 40,
@@ -184,7 +187,7 @@ def test_chat_chunks_become_anthropic_events_in_order():
             {"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]},
         ]
         for event in translator.feed(c)
-    ] + translator.finish(TokenCounts(input=5, output=2))
+    ] + translator.finish(Units(input=5, output=2))
     assert [e["type"] for e in events] == [
         "message_start",
         "content_block_start",
@@ -264,9 +267,9 @@ def test_chat_completion_through_an_anthropic_channel_bills_cache_reads_and_writ
     ) == (40, 2000, 300, 120)
     # 40*3 + 2000*0.30 + 300*3.75 + 120*15 = 120 + 600 + 1125 + 1800
     assert (
-        record.cost
-        == SONNET.cost(TokenCounts(input=40, cache_read=2000, cache_write=300, output=120))
-        == 3645
+        record.cost_pico
+        == SONNET.cost(Units(input=40, cache_read=2000, cache_write=300, output=120))
+        == 3645 * 10**6
     )
     assert reply.usage.model_extra["cost"] == micro_to_usd(3645)
 
@@ -301,7 +304,7 @@ def test_streamed_tool_call_through_an_anthropic_channel(relay_env, anthropic_up
     record = wait_for(
         lambda: UsageRecord.objects.filter(stream=True, settled_at__isnull=False).first()
     )
-    assert record.estimated is False and record.cost == 3645
+    assert record.estimated is False and record.cost_pico == 3645 * 10**6
 
 
 def test_official_anthropic_client_against_an_anthropic_channel(
@@ -322,7 +325,7 @@ def test_official_anthropic_client_against_an_anthropic_channel(
     sent = anthropic_upstream.requests[-1]["json"]
     assert sent["model"] == "claude-sonnet-4-20250514" and sent["system"] == "Short answers."
     record = settled(message._request_id)
-    assert record.endpoint == "messages" and record.cost == 3645
+    assert record.endpoint == "messages" and record.cost_pico == 3645 * 10**6
 
     anthropic_upstream.then(usage=CACHED_USAGE)
     with client.messages.stream(
@@ -427,7 +430,7 @@ def test_anthropic_client_against_an_openai_channel_with_a_tool_round_trip(relay
         "content": "21C",
     }
     record = settled(second._request_id)
-    assert record.cost > 0 and second.usage.output_tokens == record.output_tokens
+    assert record.cost_pico > 0 and second.usage.output_tokens == record.output_tokens
 
     with client.messages.stream(
         model="gpt-4o-mini", max_tokens=50, messages=[{"role": "user", "content": "Hi"}]
@@ -532,7 +535,7 @@ def test_what_a_chat_upstream_cannot_take_is_a_400_naming_the_block(
     assert response.json()["error"]["message"].startswith(f"{param}: ")
     assert upstream.calls == 0
     record = settled(f"cannot-{param}")
-    assert (record.status, record.cost) == ("rejected", 0)
+    assert (record.status, record.cost_pico) == ("rejected", 0)
     assert relay_env.refresh().held == 0
 
 
@@ -574,9 +577,9 @@ def test_embeddings_are_relayed_and_billed_at_the_input_price(relay_env, upstrea
     record = settled(result._request_id)
     assert record.endpoint == "embeddings"
     assert record.input_tokens == result.usage.prompt_tokens > 0 and record.output_tokens == 0
-    assert record.cost == Price.from_decimals(model="m", input="0.15", output="0.60").cost(
-        TokenCounts(input=record.input_tokens)
-    )
+    assert record.cost_pico == Price.of(
+        model="m", components=token_components(input="0.15", output="0.60")
+    ).cost(Units(input=record.input_tokens))
     bad = relay_env.http.post(
         "/v1/embeddings",
         json={"model": "gpt-4o-mini", "input": []},
@@ -677,4 +680,4 @@ def test_a_native_anthropic_stream_passes_events_through_and_ends_with_the_cost(
     final = events[-2]
     assert final["delta"]["stop_reason"] == "end_turn"
     assert final["usage"]["output_tokens"] == 120
-    assert final["usage"]["cost"] == micro_to_usd(record.cost) == micro_to_usd(3645)
+    assert final["usage"]["cost"] == pico_to_usd(record.cost_pico) == micro_to_usd(3645)

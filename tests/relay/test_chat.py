@@ -7,7 +7,7 @@ import openai
 import pytest
 
 from billing.models import Entry, Hold, LedgerAccount, Transaction
-from core.money import micro_to_usd
+from core.money import pico_to_usd
 from relay.providers.mock import upstream as mock
 from relay.tokens import count_messages
 from tests.support.factories import ApiKeyFactory
@@ -65,8 +65,21 @@ def test_answer_is_the_upstreams_with_normalised_usage_and_the_charge_is_booked(
     assert record.api_key_id == relay_env.key.id
     assert record.channel_id == relay_env.channel.id
     assert record.model_requested == record.model_served == "gpt-4o-mini"
-    assert record.cost == 360
-    assert record.price_snapshot["input"] == "0.150000"
+    assert record.cost_pico == 360 * 10**6
+    # The price snapshot names every component billed, with its quantity and amount.
+    # Cache reads have no rate of their own in this price: billed at the input rate.
+    assert record.price_snapshot["components"] == [
+        {"unit": "input", "rate": "0.15", "per": "1M tokens", "quantity": 200, "cost": "0.000030"},
+        {
+            "unit": "cache_read",
+            "rate": "0.15",
+            "per": "1M tokens",
+            "rate_of": "input",
+            "quantity": 1000,
+            "cost": "0.000150",
+        },
+        {"unit": "output", "rate": "0.60", "per": "1M tokens", "quantity": 300, "cost": "0.000180"},
+    ]
     assert record.attempts == [
         {
             "channel": relay_env.channel.id,
@@ -134,8 +147,8 @@ def test_official_openai_client_works_unmodified(relay_env):
     assert completion.choices[0].message.content.startswith("Hello from the Tollgate mock upstream")
     assert completion.usage.prompt_tokens > 0
     record = settled(completion._request_id)
-    assert record.cost > 0
-    assert completion.usage.model_extra["cost"] == micro_to_usd(record.cost)
+    assert record.cost_pico > 0
+    assert completion.usage.model_extra["cost"] == pico_to_usd(record.cost_pico)
     assert completion.usage.model_extra["output_tokens"] == record.output_tokens
     models = [m.id for m in client.models.list()]
     assert models == ["gpt-4o-mini", "o4-mini"]
@@ -174,7 +187,7 @@ def test_reasoning_and_cached_tokens_are_each_billed_at_their_own_price(relay_en
         usage["completion_tokens"],
     )
     record = settled(response.headers["x-request-id"])
-    assert record.cost == 4290
+    assert record.cost_pico == 4290 * 10**6
     assert relay_env.refresh().balance == 5_000_000 - 4290
 
 
@@ -189,7 +202,7 @@ def test_upstream_without_usage_is_counted_locally_and_flagged(relay_env, upstre
     assert usage["prompt_tokens"] > 0 and usage["completion_tokens"] > 0
     record = settled(response.headers["x-request-id"])
     assert record.estimated is True
-    assert record.cost > 0
+    assert record.cost_pico > 0
 
 
 @pytest.mark.parametrize(
@@ -214,7 +227,7 @@ def test_upstream_failure_is_an_upstream_error_and_charges_nothing(
     assert f"fail-{status}" in error["message"]
     record = settled(f"fail-{status}")
     assert record.status == "upstream_error"
-    assert record.cost == 0
+    assert record.cost_pico == 0
     account = relay_env.refresh()
     assert (account.balance, account.held) == (5_000_000, 0)
     assert not Transaction.objects.filter(kind="charge").exists()
@@ -315,7 +328,7 @@ def test_client_leaving_a_non_streaming_request_is_billed_for_the_prompt(relay_e
     assert record.estimated is True
     assert record.input_tokens == count_messages(body["messages"])
     assert record.output_tokens == 0
-    assert relay_env.refresh().balance == 5_000_000 - record.cost
+    assert relay_env.refresh().balance == 5_000_000 - record.cost_pico // 10**6
 
 
 def _usage_table_locked():
@@ -347,7 +360,7 @@ def test_the_answer_does_not_wait_for_its_usage_record(relay_env):
         assert not UsageRecord.objects.filter(request_id="not-held-back").exists()
     # Written once the table is free, with the cost the answer showed.
     record = settled("not-held-back")
-    assert micro_to_usd(record.cost) == cost
+    assert pico_to_usd(record.cost_pico) == cost
 
 
 def test_a_rate_limited_keys_answer_waits_for_its_record(relay_env):

@@ -11,7 +11,7 @@ from celery.exceptions import Retry
 from django.conf import settings
 from django.db import connection
 
-from billing.models import Hold, Transaction
+from billing.models import Carry, Hold, Transaction
 from billing.services import HoldRefused, hold_reserve
 from billing.tasks import usage_settle
 from tests.support.factories import AccountFactory, ApiKeyFactory
@@ -71,7 +71,11 @@ def test_parallel_requests_against_a_small_balance_admit_exactly_what_it_covers(
         )
     )
     account.refresh_from_db()
-    charged = sum(UsageRecord.objects.filter(account=account).values_list("cost", flat=True))
+    exact = sum(UsageRecord.objects.filter(account=account).values_list("cost_pico", flat=True))
+    # Whole micro-USD were charged; what is left below one micro-USD is carried.
+    carry = Carry.objects.get(account=account).pico
+    charged = (exact - carry) // 1_000_000
+    assert charged * 1_000_000 + carry == exact
     assert account.held == 0
     assert account.balance == balance - charged >= 0
     print(
@@ -157,7 +161,7 @@ def test_concurrent_duplicate_settlements_charge_once():
         status="success",
         http_status=200,
         output_tokens=100,
-        cost=1_234,
+        cost_pico=1_234_000_000,
     )
     barrier = threading.Barrier(4)
 

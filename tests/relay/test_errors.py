@@ -113,12 +113,12 @@ def test_rejected_requests_are_in_the_usage_log_unbilled(relay_env, upstream):
     record = UsageRecord.objects.get(request_id="bad-temp")
     assert record.status == "rejected"
     assert record.http_status == 400
-    assert record.cost == 0
+    assert record.cost_pico == 0
     assert record.api_key_id == relay_env.key.id
     # Settled for nothing, and counted in the day's roll-up as an error.
     wait_for(lambda: UsageRecord.objects.get(request_id="bad-temp").settled_at is not None)
     day = UsageDaily.objects.get(account=relay_env.account)
-    assert (day.requests, day.errors, day.cost) == (1, 1, 0)
+    assert (day.requests, day.errors, day.cost_pico) == (1, 1, 0)
 
 
 @pytest.mark.parametrize(
@@ -271,7 +271,7 @@ def test_a_gateway_failure_after_the_hold_ends_the_request_cleanly(relay_env, up
         500,
         "internal_error",
     )
-    assert record.cost == 0
+    assert record.cost_pico == 0
     assert UsageRecord.objects.filter(request_id="deep-answer").count() == 1
     assert relay_env.refresh().held == 0
     assert ledger_check() == []
@@ -305,7 +305,7 @@ def test_a_gateway_failure_mid_stream_ends_with_an_error_event_and_charges_nothi
         500,
     )
     # The gateway's own failure is not the customer's to pay for.
-    assert record.cost == 0
+    assert record.cost_pico == 0
     assert UsageRecord.objects.filter(request_id="deep-stream").count() == 1
     assert relay_env.refresh().held == 0
     assert ledger_check() == []

@@ -28,7 +28,7 @@ def _nothing_charged(env, request_id: str) -> UsageRecord:
     record = wait_for(
         lambda: UsageRecord.objects.filter(request_id=request_id, settled_at__isnull=False).first()
     )
-    assert record.cost == 0
+    assert record.cost_pico == 0
     assert not Hold.objects.filter(status=Hold.Status.OPEN).exists()
     assert env.refresh().held == 0
     return record

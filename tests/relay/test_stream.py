@@ -7,8 +7,8 @@ import openai
 import orjson
 
 from billing.models import Transaction
-from billing.pricing import Price
-from core.money import TokenCounts, micro_to_usd
+from billing.pricing import Price, token_components
+from core.money import Units, pico_to_usd
 from relay.tokens import count_messages, count_text
 from tests.support.factories import ChannelFactory
 from tests.support.relay import chat
@@ -16,7 +16,7 @@ from tests.support.waiting import wait_for
 from usage.models import UsageRecord
 
 LONG_REPLY = " ".join(f"word{i}" for i in range(40))
-PRICE = Price.from_decimals(model="gpt-4o-mini", input="0.15", output="0.60")
+PRICE = Price.of(model="gpt-4o-mini", components=token_components(input="0.15", output="0.60"))
 
 
 def sse_events(response: httpx.Response):
@@ -84,7 +84,7 @@ def test_usage_chunk_only_when_asked_but_the_upstream_is_always_asked(relay_env,
     assert events[-1] == "[DONE]"
     assert all("usage" not in e for e in events[:-1])
     quiet = record_for(response)
-    assert quiet.estimated is False and quiet.cost > 0
+    assert quiet.estimated is False and quiet.cost_pico > 0
 
     with stream(relay_env, chat(stream_options={"include_usage": True})) as response:
         events = list(sse_events(response))
@@ -92,17 +92,19 @@ def test_usage_chunk_only_when_asked_but_the_upstream_is_always_asked(relay_env,
     assert usage_chunk["choices"] == []
     record = record_for(response)
     usage = usage_chunk["usage"]
-    assert usage["cost"] == micro_to_usd(record.cost)
+    assert usage["cost"] == pico_to_usd(record.cost_pico)
     assert (usage["input_tokens"], usage["output_tokens"]) == (
         record.prompt_tokens,
         record.completion_tokens,
     )
     assert usage["prompt_tokens"] == record.prompt_tokens
-    assert record.cost == PRICE.cost(
-        TokenCounts(input=record.input_tokens, output=record.output_tokens)
+    assert record.cost_pico == PRICE.cost(
+        Units(input=record.input_tokens, output=record.output_tokens)
     )
     charge = Transaction.objects.filter(kind="charge").order_by("-pk").first()
-    assert charge.entries.get(ledger_account__kind="customer").amount == -record.cost
+    assert charge.entries.get(ledger_account__kind="customer").amount == -(
+        record.cost_pico // 10**6
+    )
 
 
 def test_chunks_keep_the_upstreams_shape_byte_for_byte(relay_env, upstream):
@@ -164,12 +166,12 @@ def test_client_disconnect_cancels_upstream_and_bills_prompt_plus_delivered(rela
     assert record.estimated is True
     assert record.output_tokens == count_text(delivered)
     assert record.input_tokens == count_messages(body["messages"])
-    assert record.cost == PRICE.cost(
-        TokenCounts(input=record.input_tokens, output=record.output_tokens)
+    assert record.cost_pico == PRICE.cost(
+        Units(input=record.input_tokens, output=record.output_tokens)
     )
     wait_for(lambda: upstream.streams_cancelled == 1)
     assert upstream.streams_finished == 0
-    assert relay_env.refresh().balance == 5_000_000 - record.cost
+    assert relay_env.refresh().balance == 5_000_000 - record.cost_pico // 10**6
 
 
 def test_upstream_breaking_mid_stream_sends_an_error_event_and_bills_what_was_delivered(
@@ -188,10 +190,10 @@ def test_upstream_breaking_mid_stream_sends_an_error_event_and_bills_what_was_de
     delivered = content_of(events[:-1])
     assert delivered == " ".join(LONG_REPLY.split()[:3])  # role chunk + 3 words
     assert record.output_tokens == count_text(delivered)
-    assert record.cost == PRICE.cost(
-        TokenCounts(input=record.input_tokens, output=record.output_tokens)
+    assert record.cost_pico == PRICE.cost(
+        Units(input=record.input_tokens, output=record.output_tokens)
     )
-    assert relay_env.refresh().balance == 5_000_000 - record.cost
+    assert relay_env.refresh().balance == 5_000_000 - record.cost_pico // 10**6
 
 
 def test_upstream_error_event_mid_stream_is_an_interruption(relay_env, upstream):
@@ -226,7 +228,7 @@ def test_stream_without_upstream_usage_is_counted_locally(relay_env, upstream):
     text = content_of(events)
     assert record.output_tokens == count_text(text)
     assert events[-2]["usage"]["output_tokens"] == record.output_tokens
-    assert events[-2]["usage"]["cost"] == micro_to_usd(record.cost)
+    assert events[-2]["usage"]["cost"] == pico_to_usd(record.cost_pico)
 
 
 def test_all_n_choices_are_billed(relay_env, upstream):
@@ -262,11 +264,14 @@ def test_cached_and_reasoning_tokens_in_a_stream_are_billed_at_their_prices(rela
     prompt = count_messages(body["messages"])
     assert (record.cache_read_tokens, record.input_tokens) == (6, prompt - 6)
     assert record.reasoning_tokens == 50
-    o4 = Price.from_decimals(
-        model="o4-mini", input="1.10", output="4.40", cache_read="0.275", reasoning="8.80"
+    o4 = Price.of(
+        model="o4-mini",
+        components=token_components(
+            input="1.10", output="4.40", cache_read="0.275", reasoning="8.80"
+        ),
     )
-    assert record.cost == o4.cost(
-        TokenCounts(input=prompt - 6, cache_read=6, output=record.output_tokens, reasoning=50)
+    assert record.cost_pico == o4.cost(
+        Units(input=prompt - 6, cache_read=6, output=record.output_tokens, reasoning=50)
     )
 
 
@@ -292,7 +297,7 @@ def test_stream_that_no_channel_can_open_is_a_plain_error_and_free(relay_env, up
         body = response.read()
     assert response.status_code == 502
     assert orjson.loads(body)["error"]["type"] == "upstream_error"
-    assert record_for(response).cost == 0
+    assert record_for(response).cost_pico == 0
     assert relay_env.refresh().balance == 5_000_000
 
 

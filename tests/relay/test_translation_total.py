@@ -11,7 +11,7 @@ raises anything else, which would fail the request inside the gateway.
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from core.money import TokenCounts
+from core.money import Units
 from relay.dialects import CHAT, MESSAGES
 from relay.dialects.base import StreamEvent
 from relay.errors import ApiError
@@ -153,7 +153,7 @@ def test_any_answer_or_stream_event_translates_both_ways(data):
     chat_events = CHAT.accounting({})
     anthropic_events = MESSAGES.accounting({})
     _translated_or_refused(
-        lambda: messages_over_chat.chat_to_message(data, "m", TokenCounts()),
+        lambda: messages_over_chat.chat_to_message(data, "m", Units()),
         lambda: chat_over_anthropic.anthropic_to_chat(data),
         lambda: count_completion(data),
         lambda: MESSAGES.estimate({}, data),

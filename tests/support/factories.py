@@ -6,7 +6,7 @@ from django.contrib.auth import get_user_model
 from accounts.models import Account, ApiKey
 from accounts.services import account_create, api_key_create
 from billing.models import ModelPrice, PriceGroup
-from billing.services import account_credit
+from billing.services import account_credit, model_price_set
 from relay.models import Channel
 
 
@@ -27,13 +27,37 @@ class PriceGroupFactory(factory.django.DjangoModelFactory):
 
 
 class ModelPriceFactory(factory.django.DjangoModelFactory):
+    """A price version made through the service. ``components`` gives its components;
+    otherwise the per-token shorthand (USD per 1M tokens: ``input_per_m``,
+    ``output_per_m``, ``cache_read_per_m``, ``cache_write_per_m``,
+    ``cache_write_1h_per_m``, ``reasoning_per_m``; ``request_fee`` per request)."""
+
     class Meta:
         model = ModelPrice
 
     group = factory.SubFactory(PriceGroupFactory)
     model = "gpt-4o-mini"
-    input_per_m = Decimal("0.15")
-    output_per_m = Decimal("0.60")
+
+    @classmethod
+    def _create(cls, model_class, *, group, model, components=None, mode="chat", **kw):
+        if components is None:
+            rates = {
+                "input": kw.pop("input_per_m", Decimal("0.15")),
+                "output": kw.pop("output_per_m", Decimal("0.60")),
+                "cache_read": kw.pop("cache_read_per_m", None),
+                "cache_write": kw.pop("cache_write_per_m", None),
+                "cache_write_1h": kw.pop("cache_write_1h_per_m", None),
+                "reasoning": kw.pop("reasoning_per_m", None),
+                "request": kw.pop("request_fee", None),
+            }
+            components = [
+                {"unit": unit, "rate": rate}
+                for unit, rate in rates.items()
+                if rate is not None and not (unit == "request" and Decimal(rate) == 0)
+            ]
+        return model_price_set(
+            group_id=group.pk, model=model, components=components, mode=mode, **kw
+        )
 
 
 class AccountFactory(factory.django.DjangoModelFactory):

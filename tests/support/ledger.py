@@ -5,24 +5,30 @@ from datetime import datetime
 
 from django.db import connection
 
+from billing.models import Carry
 from billing.services import hold_reserve, settlement_run
+from core.money import PICO_PER_MICRO
 from usage.models import UsageRecord
 
 
 def finished_request(
     *,
     key,
-    cost: int,
+    cost: int = 0,
     hold: int = 1_000,
     upstream_cost: int = 0,
+    cost_pico: int | None = None,
     model="m",
     channel=None,
     request_id="r",
 ):
-    """Reserve a hold and record a finished request against it (not yet settled)."""
+    """Reserve a hold and record a finished request against it (not yet settled).
+    ``cost`` and ``upstream_cost`` in micro-USD, or ``cost_pico`` exactly."""
     hold_id = hold_reserve(
         api_key_id=key.id, account_id=key.account_id, amount=hold, request_id=request_id
     )
+    if cost_pico is None:
+        cost_pico = cost * PICO_PER_MICRO
     return UsageRecord.objects.create(
         request_id=request_id,
         account_id=key.account_id,
@@ -31,19 +37,33 @@ def finished_request(
         model_requested=model,
         model_served=model,
         channel=channel,
-        status="success" if cost else "upstream_error",
-        http_status=200 if cost else 502,
-        output_tokens=cost,
-        cost=cost,
-        upstream_cost=upstream_cost,
+        status="success" if cost_pico else "upstream_error",
+        http_status=200 if cost_pico else 502,
+        output_tokens=cost_pico // PICO_PER_MICRO,
+        cost_pico=cost_pico,
+        upstream_cost_pico=upstream_cost * PICO_PER_MICRO,
     )
 
 
-def served(*, key, cost: int, **kw) -> UsageRecord:
+def served(*, key, cost: int = 0, **kw) -> UsageRecord:
     record = finished_request(key=key, cost=cost, **kw)
     assert settlement_run(usage_ids=[record.pk]) == 1
     record.refresh_from_db()
     return record
+
+
+def charged_for(account) -> int:
+    """Micro-USD the account was charged for its settled usage: the exact cost of its
+    records less the part below one micro-USD it carries to its next settlement."""
+    exact = sum(
+        UsageRecord.objects.filter(account=account, settled_at__isnull=False).values_list(
+            "cost_pico", flat=True
+        )
+    )
+    carry = Carry.objects.filter(account=account).values_list("pico", flat=True).first() or 0
+    charged, rest = divmod(exact - carry, PICO_PER_MICRO)
+    assert rest == 0 and 0 <= carry < PICO_PER_MICRO
+    return charged
 
 
 def backdate(txn_ids, when: datetime) -> None:

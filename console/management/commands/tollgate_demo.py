@@ -8,7 +8,6 @@ later runs can print it again; if that key was revoked a new one is made.
 
 import json
 import secrets
-from decimal import Decimal
 from pathlib import Path
 
 from django.conf import settings
@@ -20,7 +19,8 @@ from accounts.keys import key_hash
 from accounts.models import Account, ApiKey, Membership
 from accounts.services import account_create, api_key_create, membership_add
 from billing.models import ModelPrice, PriceGroup
-from billing.services import account_credit
+from billing.pricing import token_components
+from billing.services import account_credit, model_price_set
 from relay.models import Channel
 from relay.providers.mock import MockProvider
 
@@ -91,14 +91,16 @@ class Command(BaseCommand):
         )
         for model, (inp, out, cread, cwrite, reason) in DEMO_PRICES.items():
             if not ModelPrice.objects.filter(group=group, model=model).exists():
-                ModelPrice.objects.create(
-                    group=group,
+                model_price_set(
+                    group_id=group.pk,
                     model=model,
-                    input_per_m=Decimal(inp),
-                    output_per_m=Decimal(out),
-                    cache_read_per_m=cread and Decimal(cread),
-                    cache_write_per_m=cwrite and Decimal(cwrite),
-                    reasoning_per_m=reason and Decimal(reason),
+                    components=token_components(
+                        input=inp,
+                        output=out,
+                        cache_read=cread,
+                        cache_write=cwrite,
+                        reasoning=reason,
+                    ),
                     mode=DEMO_MODES.get(model, ModelPrice.Mode.CHAT),
                 )
 

@@ -7,7 +7,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from core.money import TokenCounts
+from core.money import Units
 
 from ...dialects.base import StreamEvent, UpstreamReply
 from ...dialects.messages import anthropic_usage
@@ -211,7 +211,7 @@ def messages_to_chat(body: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def chat_to_message(completion: dict[str, Any], model: str, tokens: TokenCounts) -> dict[str, Any]:
+def chat_to_message(completion: dict[str, Any], model: str, tokens: Units) -> dict[str, Any]:
     choices = as_list(completion.get("choices"))
     choice = as_dict(choices[0]) if choices else {}
     reply = as_dict(choice.get("message"))
@@ -343,7 +343,7 @@ class ChatToMessages:
                 self.stop_reason = FINISH_TO_STOP.get(finish, "end_turn")
         return events
 
-    def finish(self, tokens: TokenCounts | None) -> list[dict[str, Any]]:
+    def finish(self, tokens: Units | None) -> list[dict[str, Any]]:
         """The closing events; the delta carries the usage if the upstream reported it."""
         if self.tool_blocks and self.stop_reason == "end_turn":
             self.stop_reason = "tool_use"  # see _stop_reason
@@ -369,7 +369,7 @@ async def answer(
     reply = await chat(messages_to_chat(call.body))
     tokens = reply.tokens
     return UpstreamReply(
-        body=chat_to_message(reply.body, call.model, tokens or TokenCounts()),
+        body=chat_to_message(reply.body, call.model, tokens or Units()),
         upstream_usage=anthropic_usage(tokens) if tokens is not None else None,
         tokens=tokens,
     )
@@ -384,7 +384,7 @@ class MessagesFromChat:
 
     async def __aiter__(self) -> AsyncIterator[StreamEvent]:
         translator = ChatToMessages(self._model)
-        usage: TokenCounts | None = None
+        usage: Units | None = None
         async for chunk in self._chunks:
             if chunk.usage is not None:
                 usage = chunk.usage
