@@ -147,6 +147,20 @@ class Component:
     quality: str = ""
     tool: str = ""
     service_tier: str = ""
+    # ``describe()``, made once: every billed request's snapshot names its components.
+    shown: dict[str, Any] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(
+            self,
+            "shown",
+            {
+                "unit": self.unit,
+                "rate": decimal_text(self.rate),
+                "per": UNITS[self.unit].per,
+                **self.conditions(),
+            },
+        )
 
     @classmethod
     def of(
@@ -219,13 +233,14 @@ class Component:
         return out
 
     def describe(self) -> dict[str, Any]:
-        """The component as the API and the snapshots show it."""
-        return {
-            "unit": self.unit,
-            "rate": decimal_text(self.rate),
-            "per": UNITS[self.unit].per,
-            **self.conditions(),
-        }
+        """The component as the API and the snapshots show it (shared: copy it to
+        change it)."""
+        return self.shown
+
+    @property
+    def plain(self) -> bool:
+        """Whether it applies whatever the request (no condition)."""
+        return self.key[1:] == _PLAIN
 
 
 def decimal_text(value: Decimal) -> str:
@@ -233,6 +248,11 @@ def decimal_text(value: Decimal) -> str:
     text = format(value.normalize(), "f")
     whole, _, frac = text.partition(".")
     return f"{whole}.{frac.ljust(2, '0')}"
+
+
+_PLAIN = (0, "", "", "", "")
+# ``Price.static``: the unit's component depends on the request's facts.
+_DEPENDS = object()
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,6 +305,10 @@ class Price:
     by_unit: Mapping[str, tuple[Component, ...]] = field(init=False, repr=False, compare=False)
     # The multiplier as a fraction (numerator, denominator) of integers.
     _ratio: tuple[int, int] = field(init=False, repr=False, compare=False)
+    # unit -> the component that bills it whatever the request (None: not billed),
+    # for the units whose fallback chain has no conditional component: most prices
+    # have none, and then billing looks nothing up.
+    static: Mapping[str, Any] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         keys = [c.key for c in self.components]
@@ -305,6 +329,16 @@ class Price:
             raise PriceError("a multiplier is zero or more", "multiplier")
         numerator, denominator = Decimal(self.multiplier).as_integer_ratio()
         object.__setattr__(self, "_ratio", (numerator, denominator))
+        static: dict[str, Any] = {}
+        for unit in UNITS:
+            chain: list[str] = []
+            name: str | None = unit
+            while name is not None:
+                chain.append(name)
+                name = FALLBACK.get(name)
+            if all(c.plain for n in chain for c in grouped.get(n, ())):
+                static[unit] = next((grouped[n][0] for n in chain if n in grouped), None)
+        object.__setattr__(self, "static", static)
 
     # -- building -------------------------------------------------------------------
 
@@ -360,9 +394,11 @@ class Price:
             *_quantities(units),
             ("request", 1, "", "", ""),
         ):
-            c = self.component_for(
-                unit, prompt=prompt, tier=tier, size=size, quality=quality, tool=tool
-            )
+            c = self.static.get(unit, _DEPENDS)
+            if c is _DEPENDS:
+                c = self.component_for(
+                    unit, prompt=prompt, tier=tier, size=size, quality=quality, tool=tool
+                )
             if c is None:
                 continue
             amount = quantity * c.pico

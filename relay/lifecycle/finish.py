@@ -82,7 +82,9 @@ def charges(request: "RelayRequest", outcome: "Outcome") -> tuple[Units, Bill | 
     upstream_cost = 0
     if channel is not None and route.model in channel.cost_prices:
         upstream_cost = channel.cost_prices[route.model].cost(units)
-    return units, route.price.bill(units), upstream_cost
+    if outcome.bill is None:
+        outcome.bill = route.price.bill(units)
+    return units, outcome.bill, upstream_cost
 
 
 async def finish(request: "RelayRequest", outcome: "Outcome") -> tuple[int | None, int]:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from accounts.selectors import AuthKey
-from billing.pricing import Price
+from billing.pricing import Bill, Price
 from billing.services import hold_granted
 from core import inflight
 from core.money import Units
@@ -77,6 +77,9 @@ class Outcome:
     attempts: list[dict[str, Any]] = field(default_factory=list)
     latency_ms: int = 0
     ttft_ms: int | None = None
+    # The bill of ``tokens`` at the route's price, once it was made (the answer
+    # carries its cost before the request ends).
+    bill: Bill | None = None
 
 
 async def _collected(step: asyncio.Future) -> Any:

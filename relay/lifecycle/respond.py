@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 from django.http import HttpResponse, StreamingHttpResponse
 
+from billing.pricing import Bill
 from core import logs
 from core.logs import request_id_from
 from core.money import Units
@@ -101,6 +102,8 @@ class StreamRelay:
         self.accounting: Accounting = request.dialect.accounting(request.body)
         self.fmt: StreamFormat = request.dialect.stream_format(request.params)
         self.ttft_ms: int | None = None
+        # The bill the stream's last event carried; its record is charged the same.
+        self.bill: Bill | None = None
         self._finishing = False
 
     async def body(self) -> AsyncIterator[bytes]:
@@ -120,7 +123,8 @@ class StreamRelay:
                     self.accounting.delivered(event.data)
                 event = await anext(self.events, None)
             tokens, _ = self.accounting.tokens()
-            tail = self.fmt.end(tokens, self.route.price.cost(tokens))
+            self.bill = self.route.price.bill(tokens)
+            tail = self.fmt.end(tokens, self.bill.pico)
             if tail:
                 yield tail
             status = UsageRecord.Status.SUCCESS
@@ -160,6 +164,7 @@ class StreamRelay:
             attempts=self.request.attempts,
             latency_ms=ms_since(self.request.started),
             ttft_ms=self.ttft_ms,
+            bill=self.bill if status == UsageRecord.Status.SUCCESS else None,
         )
         try:
             await asyncio.shield(self.request.end(outcome))
