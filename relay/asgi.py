@@ -35,7 +35,10 @@ from core.logs import request_id
 
 from . import errors
 from .dialects import BY_PATH, Dialect
+from .dialects.base import Body
 from .lifecycle import CLIENT_GONE, serve
+from .lifecycle.respond import StreamBroken
+from .lifecycle.serve import body_limit
 from .providers import FORWARDED_HEADERS
 
 logger = logging.getLogger("tollgate.relay")
@@ -71,6 +74,45 @@ def _declared_length(headers: dict[bytes, bytes]) -> int:
         return int(headers.get(b"content-length") or 0)
     except ValueError:
         return 0
+
+
+async def _read(receive, limit: int | None, declared: int) -> Body:
+    """The request's body, read once into memory. Only up to one byte past ``limit``
+    is kept, enough for the request to refuse it as too large; the rest is read and
+    dropped. A body in one message is taken as it came; a larger one whose length
+    was declared goes into one buffer of that size as it arrives, so an upload is
+    never held twice."""
+    keep = None if limit is None else limit + 1
+    chunks: list[bytes] = []
+    buffer: memoryview | None = None
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise RequestAborted()
+        body = message.get("body") or b""
+        more = message.get("more_body", False)
+        if not more and not chunks and buffer is None and (keep is None or len(body) < keep):
+            return body
+        if keep is not None:
+            body = body[: max(0, keep - size)]
+        if body:
+            if buffer is None and 0 < declared <= (keep or declared) and not chunks:
+                buffer = memoryview(bytearray(declared))
+            if buffer is not None and size + len(body) <= len(buffer):
+                buffer[size : size + len(body)] = body
+            else:
+                if buffer is not None:  # more than was declared
+                    chunks.append(bytes(buffer[:size]))
+                    buffer = None
+                chunks.append(body)
+            size += len(body)
+        if not more:
+            if buffer is not None:
+                whole = buffer.obj
+                assert isinstance(whole, bytearray)
+                return whole[:size] if size < len(whole) else whole
+            return b"".join(chunks)
 
 
 async def _send(response: HttpResponse | StreamingHttpResponse, send) -> None:
@@ -111,15 +153,20 @@ class RelayASGIHandler(ASGIHandler):
         await self.handle(scope, receive, send)
 
     async def handle(self, scope, receive, send):
+        dialect = BY_PATH.get(scope["path"]) if scope["method"] == "POST" else None
+        if dialect is not None and not scope.get("root_path"):
+            headers = _headers(scope)
+            try:
+                body = await _read(receive, body_limit(dialect), _declared_length(headers))
+            except RequestAborted:
+                return
+            await self._watching_disconnect(
+                receive, self._relay(dialect, scope, headers, body, send)
+            )
+            return
         try:
             body_file = await self.read_body(receive)
         except RequestAborted:
-            return
-        dialect = BY_PATH.get(scope["path"]) if scope["method"] == "POST" else None
-        if dialect is not None and not scope.get("root_path"):
-            await self._watching_disconnect(
-                receive, self._relay(dialect, scope, body_file.getvalue(), send)
-            )
             return
         set_script_prefix(self.get_script_prefix(scope))
         request, error_response = self.create_request(scope, body_file)
@@ -140,10 +187,9 @@ class RelayASGIHandler(ASGIHandler):
         await self._watching_disconnect(receive, process_request())
         body_file.close()
 
-    async def _relay(self, dialect: Dialect, scope, body: bytes, send) -> None:
-        headers = _headers(scope)
-        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
-        too_large = limit is not None and (len(body) > limit or _declared_length(headers) > limit)
+    async def _relay(self, dialect: Dialect, scope, headers, body: Body, send) -> None:
+        limit = body_limit(dialect)
+        too_large = len(body) > limit or _declared_length(headers) > limit
         client = scope.get("client")
         response = await serve(
             dialect,
@@ -154,11 +200,16 @@ class RelayASGIHandler(ASGIHandler):
             supplied_request_id=_header(headers, b"x-request-id"),
             forwarded=_forwarded(headers),
             record_after_response=True,
+            content_type=_header(headers, b"content-type"),
         )
         try:
             await _send(response, send)
         except asyncio.CancelledError:
             pass  # the client went away while the response was being sent
+        except StreamBroken as broken:
+            # Audio has no error event: returning with the response unfinished makes
+            # the server drop the connection, so the client sees it broken off.
+            logger.warning("%s", broken)
         except Exception:
             # The request itself has ended (its owner saw to that); what is left is
             # to answer in JSON if nothing was sent yet. If the response had begun,
@@ -199,25 +250,9 @@ class RelayASGIHandler(ASGIHandler):
 
     async def read_body(self, receive):
         """The body in memory rather than in a spooled temporary file (a file object
-        per request costs more than the relay's bodies are worth). Only up to one
-        byte past ``DATA_UPLOAD_MAX_MEMORY_SIZE`` is kept, enough for the request to
-        refuse it as too large; the rest is read and dropped."""
-        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
-        keep = None if limit is None else limit + 1
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise RequestAborted()
-            body = message.get("body")
-            if body and (keep is None or size < keep):
-                if keep is not None:
-                    body = body[: keep - size]
-                chunks.append(body)
-                size += len(body)
-            if not message.get("more_body", False):
-                return io.BytesIO(b"".join(chunks))
+        per request costs more than the bodies Django's routes take are worth), up
+        to ``DATA_UPLOAD_MAX_MEMORY_SIZE`` (see ``_read``)."""
+        return io.BytesIO(await _read(receive, settings.DATA_UPLOAD_MAX_MEMORY_SIZE, 0))
 
     @staticmethod
     def get_script_prefix(scope) -> str:

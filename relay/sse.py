@@ -7,6 +7,8 @@ does not need to change is forwarded byte for byte.
 from collections.abc import Iterator
 
 DONE = b"[DONE]"
+# The content type of every event stream the relay sends.
+EVENT_STREAM = "text/event-stream; charset=utf-8"
 
 
 class SSEDecoder:

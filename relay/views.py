@@ -7,7 +7,6 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 import orjson
-from django.core.exceptions import RequestDataTooBig
 from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
@@ -20,6 +19,7 @@ from .dialects.base import bearer_token
 from .errors import ApiError
 from .lifecycle import method_not_allowed, request_id_for, serve
 from .lifecycle.auth import authenticate_async
+from .lifecycle.serve import body_limit
 from .providers import FORWARDED_HEADERS
 
 View = Callable[[HttpRequest], Coroutine[Any, Any, HttpResponse | StreamingHttpResponse]]
@@ -29,27 +29,37 @@ def client_ip(request: HttpRequest) -> str | None:
     return request.META.get("REMOTE_ADDR") or None
 
 
+def _body(request: HttpRequest, limit: int) -> bytes | None:
+    """The body, or None when it is larger than the endpoint takes (the endpoint's own
+    limit, which may be above ``DATA_UPLOAD_MAX_MEMORY_SIZE`` for uploads)."""
+    try:
+        declared = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        declared = 0
+    if declared > limit:
+        return None
+    body = request.read(limit + 1)
+    return None if len(body) > limit else body
+
+
 def relayed(dialect: Dialect) -> View:
     """The view of a dialect's endpoint."""
 
     @csrf_exempt
     async def view(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
-        try:
-            raw_body: bytes | None = request.body
-        except RequestDataTooBig:
-            raw_body = None
         return await serve(
             dialect,
             method=request.method or "",
             raw_key=dialect.key(
                 request.headers.get("authorization"), request.headers.get("x-api-key")
             ),
-            raw_body=raw_body,
+            raw_body=_body(request, body_limit(dialect)),
             client_ip=client_ip(request),
             supplied_request_id=request.headers.get("x-request-id"),
             forwarded={
                 name: request.headers[name] for name in FORWARDED_HEADERS if name in request.headers
             },
+            content_type=request.headers.get("content-type"),
         )
 
     view.__name__ = view.__qualname__ = dialect.name.replace(".", "_")

@@ -33,17 +33,25 @@ class RequestParams:
     user: str
     # Endpoint without any completion (embeddings).
     prompt_only: bool = False
+    # The units beyond tokens the request is billed for that the request itself says
+    # (seconds of an uploaded file, characters to speak, images asked for, search
+    # units): held for before the call and billed with what the upstream reports.
+    units: Units | None = None
 
 
 @dataclass(slots=True)
 class UpstreamReply:
     """An answer in the dialect's format. ``tokens``: the usage the upstream reported,
     by kind (None: it reported none). ``upstream_usage``: that usage in the dialect's
-    own wire shape, kept in what the client gets."""
+    own wire shape, kept in what the client gets. An answer that is not JSON (a
+    transcript as text, subtitles) has its bytes in ``raw`` and its type in
+    ``content_type``; ``body`` is then empty."""
 
     body: dict[str, Any]
     upstream_usage: dict[str, Any] | None
     tokens: Units | None
+    raw: bytes | None = None
+    content_type: str | None = None
 
 
 @dataclass(slots=True)
@@ -52,7 +60,8 @@ class StreamEvent:
     received, when the event may be forwarded unchanged. ``usage``: the usage the
     upstream reported with this event, by kind (cumulative: the newest wins);
     ``usage_final`` once it is the whole request's, otherwise it covers the prompt
-    only and the output is counted from what was delivered."""
+    only and the output is counted from what was delivered. A stream of bytes that
+    are not events (audio) carries each chunk in ``raw`` with empty ``data``."""
 
     data: dict[str, Any]
     raw: bytes | None = None
@@ -60,7 +69,29 @@ class StreamEvent:
     usage_final: bool = False
 
 
-def parse_json_object(raw: bytes) -> dict[str, Any]:
+# A request body as read: the bytes of one message, or the buffer it was read into.
+Body = bytes | bytearray
+
+# Framing overhead added to the byte-based prompt estimate used for holds and limits.
+PROMPT_OVERHEAD_TOKENS = 16
+
+
+def with_request_units(reported: Units, known: Units | None) -> Units:
+    """The reported tokens with the units beyond tokens that the request itself says
+    (``RequestParams.units``), where the upstream reported none of its own."""
+    if known is None:
+        return reported
+    return replace(
+        reported,
+        images=reported.images or known.images,
+        audio_ms=reported.audio_ms or known.audio_ms,
+        characters=reported.characters or known.characters,
+        search_units=reported.search_units or known.search_units,
+        tool_calls=reported.tool_calls or known.tool_calls,
+    )
+
+
+def parse_json_object(raw: Body) -> dict[str, Any]:
     if not raw:
         raise invalid_request("The request body is empty; expected a JSON object.")
     try:
@@ -126,7 +157,10 @@ class Accounting:
 
 
 class StreamFormat(Protocol):
-    """Writes a stream in the dialect's wire format."""
+    """Writes a stream in the dialect's wire format: ``content_type`` is the
+    response's."""
+
+    content_type: str
 
     def event(self, event: StreamEvent) -> bytes | None:
         """The bytes to send for an upstream event (None: nothing, or held back)."""
@@ -137,8 +171,10 @@ class StreamFormat(Protocol):
         terminator."""
         ...
 
-    def error(self, failure: ApiError) -> bytes:
-        """The last event of a stream that failed after it began."""
+    def error(self, failure: ApiError) -> bytes | None:
+        """The last event of a stream that failed after it began; None where the
+        format has no way to say so (audio): the response is then broken off, so the
+        client cannot mistake it for a whole one."""
         ...
 
 
@@ -151,6 +187,9 @@ class Dialect:
     path: str
     # The mode of the models it serves (``ModelPrice.Mode``), for ``model: "auto"``.
     mode: str = "chat"
+    # The largest body it takes (None: ``TOLLGATE["MAX_BODY_BYTES"]``); uploads
+    # need more.
+    max_body_bytes: int | None = None
 
     def __repr__(self) -> str:
         return f"<dialect {self.name}>"
@@ -161,8 +200,18 @@ class Dialect:
         """The caller's key, from the headers this wire format carries it in."""
         return bearer_token(authorization)
 
+    def parse(self, raw: Body, content_type: str | None) -> dict[str, Any]:
+        """The request body as the gateway reads it: a JSON object, unless the
+        dialect takes another format (``multipart.parse_form`` for uploads)."""
+        return parse_json_object(raw)
+
     def validate(self, body: dict[str, Any]) -> RequestParams:
         raise NotImplementedError
+
+    def prompt_estimate(self, raw: Body, body: dict[str, Any]) -> int:
+        """An upper bound of the prompt's tokens, for holds and token limits, from its
+        size: no tokenizer on the hot path. An upload counts only its text fields."""
+        return len(raw) // 3 + PROMPT_OVERHEAD_TOKENS
 
     # -- the units it bills, counted locally ----------------------------------------
 
@@ -175,17 +224,25 @@ class Dialect:
         """The tokens of an answer whose upstream reported no usage."""
         raise NotImplementedError
 
-    def hold_units(self, body: dict[str, Any], params: RequestParams) -> Units | None:
-        """The units beyond tokens the request may be billed for (images, seconds of
-        audio, characters, search units...), as many as it may use: its hold covers
-        them at their dearest rates. None: tokens only."""
-        return None
+    def units(self, params: RequestParams, reported: Units, reply: UpstreamReply | None) -> Units:
+        """What a served request is billed for: the tokens reported (or counted
+        locally), with the units the request itself says (``params.units``). ``reply``
+        is the whole answer (None for a stream). A dialect whose answer tells how
+        many units were served (images returned) counts them here."""
+        return with_request_units(reported, params.units)
 
     # -- answers and streams --------------------------------------------------------
 
     def render(self, reply: UpstreamReply, tokens: Units, cost: int) -> dict[str, Any]:
         """The answer the client gets, carrying the billed usage and cost (pico-USD)."""
         raise NotImplementedError
+
+    def content(self, reply: UpstreamReply, tokens: Units, cost: int) -> tuple[bytes, str]:
+        """The answer's bytes and content type: ``render`` as JSON, or an answer that
+        is not JSON as the upstream sent it."""
+        if reply.raw is not None:
+            return reply.raw, reply.content_type or "application/octet-stream"
+        return orjson.dumps(self.render(reply, tokens, cost)), "application/json"
 
     def accounting(self, body: dict[str, Any]) -> Accounting:
         raise NotImplementedError

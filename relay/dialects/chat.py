@@ -143,6 +143,8 @@ class ChatStreamFormat:
     """Chunks to an OpenAI client. The upstream's usage chunk is held back and
     replaced, at the end, by the billed one if the client asked for usage."""
 
+    content_type = sse.EVENT_STREAM
+
     def __init__(self, include_usage: bool) -> None:
         self.include_usage = include_usage
         self.template: dict[str, Any] | None = None

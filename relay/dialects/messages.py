@@ -12,6 +12,7 @@ import orjson
 
 from core.money import Units, pico_to_usd
 
+from .. import sse
 from ..errors import ApiError, invalid_request
 from ..fields import arguments_text, as_dict, as_list, as_str
 from ..tokens import content_text, count_messages, count_text
@@ -136,6 +137,8 @@ class MessagesStreamFormat:
     """Events passed through (byte for byte when unchanged), except the closing
     ``message_delta`` and ``message_stop``: those are held back and sent at the end,
     the delta's usage carrying the cost."""
+
+    content_type = sse.EVENT_STREAM
 
     def __init__(self) -> None:
         self.delta: dict[str, Any] = {}

@@ -20,14 +20,6 @@ from ..errors import ApiError
 from .auth import account_suspended
 from .request import RelayRequest
 
-# Framing overhead added to the byte-based prompt estimate used for holds and limits.
-_PROMPT_OVERHEAD_TOKENS = 16
-
-
-def prompt_estimate(raw_body: bytes) -> int:
-    """An upper bound of the prompt's tokens, from its size (no tokenizer on the hot path)."""
-    return len(raw_body) // 3 + _PROMPT_OVERHEAD_TOKENS
-
 
 def completion_reserve(params: RequestParams) -> int:
     """The completion tokens a request may produce, as held for."""
@@ -60,10 +52,11 @@ async def hold(request: RelayRequest) -> None:
     spend limit does not cover it."""
     key = request.key
     completion = completion_reserve(request.params)
-    units = request.dialect.hold_units(request.body, request.params)
     amount = max(
         r.price.hold(
-            prompt_tokens=request.prompt_estimate, completion_tokens=completion, units=units
+            prompt_tokens=request.prompt_estimate,
+            completion_tokens=completion,
+            units=request.params.units,
         )
         for r in request.routes
     )

@@ -12,7 +12,6 @@ counted locally and flagged ``estimated``.
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
 
 import orjson
 from django.http import HttpResponse, StreamingHttpResponse
@@ -64,10 +63,8 @@ def with_headers(response, request: RelayRequest):
     return response
 
 
-def json(payload: Any, request: RelayRequest) -> HttpResponse:
-    return with_headers(
-        HttpResponse(orjson.dumps(payload), content_type="application/json"), request
-    )
+def content(body: bytes, content_type: str, request: RelayRequest) -> HttpResponse:
+    return with_headers(HttpResponse(body, content_type=content_type), request)
 
 
 def error(failure: ApiError, request: RelayRequest) -> HttpResponse:
@@ -75,10 +72,15 @@ def error(failure: ApiError, request: RelayRequest) -> HttpResponse:
 
 
 def stream(body: "StreamRelay") -> StreamingHttpResponse:
-    response = StreamingHttpResponse(body.body(), content_type="text/event-stream; charset=utf-8")
+    response = StreamingHttpResponse(body.body(), content_type=body.fmt.content_type)
     response["cache-control"] = "no-cache"
     response["x-accel-buffering"] = "no"
     return with_headers(response, body.request)
+
+
+class StreamBroken(Exception):
+    """A stream in a format with no way to say it failed (audio) is broken off: the
+    server drops the connection rather than end the response as if it were whole."""
 
 
 class StreamRelay:
@@ -109,6 +111,7 @@ class StreamRelay:
     async def body(self) -> AsyncIterator[bytes]:
         status = UsageRecord.Status.CANCELLED
         error_code = ""
+        broken = False
         request_id = self.request.request_id
         try:
             event: StreamEvent | None = self.first
@@ -122,7 +125,7 @@ class StreamRelay:
                     # Reaching here means the server took the bytes: they were delivered.
                     self.accounting.delivered(event.data)
                 event = await anext(self.events, None)
-            tokens, _ = self.accounting.tokens()
+            tokens, _ = self.units()
             self.bill = self.route.price.bill(tokens)
             tail = self.fmt.end(tokens, self.bill.pico)
             if tail:
@@ -133,15 +136,25 @@ class StreamRelay:
             raise
         except UpstreamStreamError as exc:
             status, error_code = UsageRecord.Status.INTERRUPTED, exc.code
-            yield self.fmt.error(errors.upstream_error(502, exc.message, request_id, exc.code))
+            last = self.fmt.error(errors.upstream_error(502, exc.message, request_id, exc.code))
+            if last is None:
+                broken = True
+            else:
+                yield last
         except Exception:
             # A failure of the gateway's own, after the stream began: the client gets
             # a final error event rather than a stream cut off without a word.
             logger.exception("request %s failed inside the gateway mid-stream", request_id)
             status, error_code = UsageRecord.Status.FAILED, "internal_error"
-            yield self._error_event(errors.internal_error(request_id))
+            last = self._error_event(errors.internal_error(request_id))
+            if last is None:
+                broken = True
+            else:
+                yield last
         finally:
             await self.finish(status, error_code)
+        if broken:
+            raise StreamBroken(f"request {request_id}: the upstream broke off mid-stream")
 
     async def finish(self, status: str, error_code: str) -> None:
         """End the request with what was delivered, exactly once."""
@@ -149,7 +162,7 @@ class StreamRelay:
             return
         self._finishing = True
         try:
-            tokens, estimated = self.accounting.tokens()
+            tokens, estimated = self.units()
         except Exception:
             logger.exception("the tokens of %s could not be counted", self.request.request_id)
             tokens, estimated = Units(), True
@@ -173,7 +186,12 @@ class StreamRelay:
             # hold is released by the expiry sweep.
             logger.exception("usage of %s could not be recorded", self.request.request_id)
 
-    def _error_event(self, failure: ApiError) -> bytes:
+    def units(self) -> tuple[Units, bool]:
+        """What the stream is billed for so far: (units, estimated)."""
+        tokens, estimated = self.accounting.tokens()
+        return self.request.dialect.units(self.request.params, tokens, None), estimated
+
+    def _error_event(self, failure: ApiError) -> bytes | None:
         try:
             return self.fmt.error(failure)
         except Exception:

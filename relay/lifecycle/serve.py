@@ -19,11 +19,12 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError
 from django.http import HttpResponse, StreamingHttpResponse
 
+from core.money import pico_to_usd
 from usage.models import UsageRecord
 
 from .. import errors, metrics
 from ..dialects import Dialect
-from ..dialects.base import parse_json_object
+from ..dialects.base import Body
 from ..errors import ApiError
 from ..providers import UpstreamFailure
 from . import admission, policy, respond, routing, upstream
@@ -34,21 +35,27 @@ from .request import Outcome, RelayRequest, ms_since
 logger = logging.getLogger("tollgate.relay")
 
 
+def body_limit(dialect: Dialect) -> int:
+    """The largest body ``dialect`` takes, in bytes."""
+    return dialect.max_body_bytes or settings.TOLLGATE["MAX_BODY_BYTES"]
+
+
 async def serve(
     dialect: Dialect,
     *,
     method: str,
     raw_key: str | None,
-    raw_body: bytes | None,
+    raw_body: Body | None,
     client_ip: str | None,
     supplied_request_id: str | None,
     forwarded: dict[str, str] | None = None,
     record_after_response: bool = False,
+    content_type: str | None = None,
 ) -> HttpResponse | StreamingHttpResponse:
     """One relayed request, from what it arrived with; ``raw_body`` is None for a
-    body over DATA_UPLOAD_MAX_MEMORY_SIZE (TOLLGATE["MAX_BODY_BYTES"]). The ASGI
-    handler calls this directly for POSTs (``relay.asgi``); ``relay.views`` are the
-    same endpoints for Django's own handlers.
+    body over the dialect's limit (``body_limit``). The ASGI handler calls this
+    directly for POSTs (``relay.asgi``); ``relay.views`` are the same endpoints for
+    Django's own handlers.
 
     ``record_after_response``: the caller's event loop outlives the request (an ASGI
     server's), so a successful answer may be sent before its usage record is
@@ -58,7 +65,8 @@ async def serve(
     if method != "POST":
         return respond.method_not_allowed(request_id, "POST", dialect)
     if raw_body is None:
-        too_large = errors.request_too_large(settings.TOLLGATE["MAX_BODY_BYTES"])
+        too_large = errors.request_too_large(body_limit(dialect))
+        metrics.request_refused(endpoint=dialect.name, model="", error=too_large)
         return dialect.error_response(too_large, request_id)
 
     # 1. Authenticate: refusals here are counted, not recorded (no account to record on).
@@ -83,7 +91,7 @@ async def serve(
     request.end_with(asyncio.current_task())
     try:
         # 2. Validate: the dialect checks what the gateway must understand.
-        request.body = body = parse_json_object(raw_body)
+        request.body = body = dialect.parse(raw_body, content_type)
         if isinstance(body.get("model"), str):
             # Kept on the refusal's usage record: PostgreSQL text cannot hold NUL.
             request.model_requested = body["model"][:200].replace("\x00", "")
@@ -97,7 +105,7 @@ async def serve(
         # Labels the refusal in the metrics once the model is known to be priced; a raw
         # model name would give every made-up name its own series.
         request.priced_model = request.params.model
-        request.prompt_estimate = admission.prompt_estimate(raw_body)
+        request.prompt_estimate = dialect.prompt_estimate(raw_body, body)
         # 5. Limits, 6. the hold: taken through the request, which gives them back.
         await admission.admit(request)
         await admission.hold(request)
@@ -131,10 +139,12 @@ async def answer(request: RelayRequest, record_after: bool) -> HttpResponse:
         reply, route, channel = await upstream.answer(request)
     except UpstreamFailure as exc:
         return await upstream_failed(request, exc)
-    tokens = reply.tokens
-    estimated = tokens is None
-    if tokens is None:
-        tokens = request.dialect.estimate(request.body, reply.body)
+    estimated = reply.tokens is None
+    tokens = request.dialect.units(
+        request.params,
+        reply.tokens or request.dialect.estimate(request.body, reply.body),
+        reply,
+    )
     outcome = Outcome(
         status=UsageRecord.Status.SUCCESS,
         http_status=200,
@@ -150,7 +160,11 @@ async def answer(request: RelayRequest, record_after: bool) -> HttpResponse:
     # that cannot be rendered is not recorded as served.
     _, bill, _ = charges(request, outcome)
     cost = bill.pico if bill is not None else 0
-    response = respond.json(request.dialect.render(reply, tokens, cost), request)
+    body, content_type = request.dialect.content(reply, tokens, cost)
+    response = respond.content(body, content_type, request)
+    if reply.raw is not None:
+        # An answer that is not JSON (a transcript as text) has nowhere else to say it.
+        response["x-tollgate-cost"] = pico_to_usd(cost)
     ending = request.end(outcome)
     if not (record_after and request.admission is None):
         # The record is committed before the answer goes out. With ``record_after``

@@ -29,6 +29,11 @@ class UpstreamResponse:
         self._response = response
         self.status = response.status
 
+    @property
+    def content_type(self) -> str:
+        """The answer's media type, with its parameters (``text/plain; charset=utf-8``)."""
+        return self._response.headers.get("content-type", "application/octet-stream")
+
     async def read(self) -> bytes:
         try:
             return await self._response.read()
@@ -108,9 +113,15 @@ def _session() -> aiohttp.ClientSession:
 
 
 async def post(
-    url: str, body: bytes, headers: dict[str, str], *, read_timeout: float | None = None
+    url: str,
+    body: bytes | aiohttp.FormData,
+    headers: dict[str, str],
+    *,
+    read_timeout: float | None = None,
 ) -> UpstreamResponse:
-    """Send the request and wait for the response's status and headers."""
+    """Send the request (JSON bytes, or a multipart form whose files are views of
+    the caller's body, sent without a copy) and wait for the response's status and
+    headers."""
     options: dict[str, Any] = {"allow_redirects": False}
     if read_timeout:
         options["timeout"] = aiohttp.ClientTimeout(

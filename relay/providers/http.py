@@ -9,10 +9,13 @@ import re
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 import httpx
 import orjson
 
 from .. import sse
+from ..dialects.base import StreamEvent
+from ..dialects.multipart import Upload
 from ..errors import ApiError
 from ..selectors import ChannelInfo
 from . import client
@@ -111,11 +114,38 @@ def _transport_failure(exc: client.TransportError, broken: str, code: str) -> Up
 async def send(
     channel: ChannelInfo, url: str, body: dict[str, Any], headers: dict[str, str]
 ) -> client.UpstreamResponse:
-    """POST to the upstream; any HTTP error status becomes an UpstreamFailure."""
+    """POST JSON to the upstream; any HTTP error status becomes an UpstreamFailure."""
+    return await _post(channel, url, orjson.dumps(body), headers)
+
+
+async def send_form(
+    channel: ChannelInfo, url: str, fields: dict[str, Any], headers: dict[str, str]
+) -> client.UpstreamResponse:
+    """POST a multipart form to the upstream: text fields as they are (a list as the
+    field repeated), uploads as file parts (their bytes are views of the caller's
+    body, not copies). Any HTTP error status becomes an UpstreamFailure."""
+    form = aiohttp.FormData(quote_fields=False)
+    for name, value in fields.items():
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, Upload):
+                form.add_field(
+                    name, item.data, filename=item.filename, content_type=item.content_type
+                )
+            else:
+                form.add_field(name, item if isinstance(item, str) else orjson.dumps(item).decode())
+    return await _post(
+        channel, url, form, {k: v for k, v in headers.items() if k != "content-type"}
+    )
+
+
+async def _post(
+    channel: ChannelInfo,
+    url: str,
+    body: bytes | aiohttp.FormData,
+    headers: dict[str, str],
+) -> client.UpstreamResponse:
     try:
-        response = await client.post(
-            url, orjson.dumps(body), headers, read_timeout=channel.request_timeout
-        )
+        response = await client.post(url, body, headers, read_timeout=channel.request_timeout)
     except client.TransportError as exc:
         unreachable = "The upstream provider could not be reached."
         raise _transport_failure(exc, unreachable, "upstream_unreachable") from None
@@ -145,6 +175,39 @@ async def read_json(response: client.UpstreamResponse) -> dict[str, Any]:
             502, "The upstream provider sent an unexpected answer.", code="upstream_bad_response"
         )
     return data
+
+
+async def read_raw(response: client.UpstreamResponse) -> tuple[bytes, str]:
+    """A whole answer that is not JSON: its bytes and content type."""
+    try:
+        return await response.read(), response.content_type
+    except client.TransportError as exc:
+        broke = "The upstream provider's answer broke off."
+        raise _transport_failure(exc, broke, "upstream_failed") from None
+
+
+class ByteStream:
+    """An answer of bytes that are not events (audio), relayed as they arrive: each
+    chunk is an event with the bytes in ``raw``."""
+
+    def __init__(self, response: client.UpstreamResponse) -> None:
+        self._response = response
+        self.content_type = response.content_type
+
+    async def __aiter__(self) -> AsyncIterator[StreamEvent]:
+        try:
+            async for chunk in self._response.chunks():
+                if chunk:
+                    yield StreamEvent(data={}, raw=chunk)
+        except client.TransportTimeout:
+            raise UpstreamStreamError(
+                "The upstream provider stopped sending.", "upstream_timeout"
+            ) from None
+        except client.TransportError:
+            raise UpstreamStreamError("The upstream provider's answer broke off.") from None
+
+    async def aclose(self) -> None:
+        self._response.close()
 
 
 async def sse_events(
