@@ -27,7 +27,7 @@ from .models import (
     Statement,
     Transaction,
 )
-from .pricing import UNITS, PriceError
+from .pricing import UNITS, PriceError, decimal_text
 from .selectors import price_cache_invalidate, price_of
 from .services import (
     LedgerError,
@@ -117,6 +117,13 @@ class PriceComponentForm(forms.ModelForm):
     class Meta:
         model = PriceComponent
         fields = COMPONENT_FIELDS
+        # Narrow inputs: a version's components fit the page without scrolling sideways.
+        widgets = {
+            "rate": forms.TextInput(attrs={"size": 12}),
+            "above": forms.NumberInput(attrs={"style": "width: 7em"}),
+            **{f: forms.TextInput(attrs={"size": 10}) for f in ("size", "quality", "tool")},
+            "service_tier": forms.TextInput(attrs={"size": 8}),
+        }
 
     def clean(self):
         data = super().clean() or {}
@@ -166,6 +173,19 @@ class PriceComponentInline(admin.TabularInline):
     def has_delete_permission(self, request, obj=None):
         return obj is None
 
+    def get_fields(self, request, obj=None):
+        if obj is None:
+            return COMPONENT_FIELDS
+        # A published version is shown, not edited: its rates as people write them.
+        return ("unit", "rate_shown", *COMPONENT_FIELDS[2:])
+
+    def get_readonly_fields(self, request, obj=None):
+        return ("rate_shown",) if obj is not None else ()
+
+    @admin.display(description="Rate (USD)")
+    def rate_shown(self, obj: PriceComponent) -> str:
+        return f"{decimal_text(obj.rate)} per {UNITS[obj.unit].per}"
+
     @staticmethod
     def initial(request) -> list[dict[str, Any]]:
         """A new version starts from the components of the one it is based on
@@ -174,7 +194,9 @@ class PriceComponentInline(admin.TabularInline):
         if request.method != "GET" or not base or not base.isdigit():
             return []
         rows = PriceComponent.objects.filter(price_id=int(base)).order_by("pk")
-        return [dict(row) for row in rows.values(*COMPONENT_FIELDS)]
+        return [
+            {**row, "rate": decimal_text(row["rate"])} for row in rows.values(*COMPONENT_FIELDS)
+        ]
 
 
 class ModelPriceForm(forms.ModelForm):

@@ -5,7 +5,7 @@ from django.db import models
 from django.db.models import F, Q
 from django.db.models.functions import Now
 
-from .pricing import UNIT_CHOICES
+from .pricing import UNIT_CHOICES, UNITS, decimal_text
 
 
 class PriceGroup(models.Model):
@@ -105,7 +105,7 @@ class PriceComponent(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.unit} {self.rate}"
+        return f"{self.unit} at {decimal_text(self.rate)} per {UNITS[self.unit].per}"
 
 
 class Carry(models.Model):

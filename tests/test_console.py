@@ -1,6 +1,7 @@
 """The console as its users see it: sign-in, keys, billing, statements, isolation."""
 
 import re
+from decimal import Decimal
 
 import pytest
 from django.core import mail
@@ -205,6 +206,42 @@ def test_models_page_lists_the_groups_prices(member):
     client, _, _ = member
     page = client.get("/models/").content.decode()
     assert "gpt-4o-mini" in page and "o4-mini" in page and "$0.15" in page
+
+
+def test_models_page_shows_every_component_at_the_rate_the_account_pays(member):
+    client, account, _ = member
+    group = account.price_group
+    ModelPriceFactory(
+        group=group,
+        model="claude-sonnet-4-5",
+        components=[
+            {"unit": "input", "rate": "3"},
+            {"unit": "output", "rate": "15"},
+            {"unit": "cache_write_1h", "rate": "6"},
+            {"unit": "input", "rate": "6", "above": 200_000},
+            {"unit": "tool_call", "rate": "10", "tool": "web_search"},
+        ],
+    )
+    ModelPriceFactory(
+        group=group,
+        model="dall-e-3",
+        mode="image_generation",
+        components=[
+            {"unit": "image", "rate": "0.04", "size": "1024x1024", "quality": "standard"},
+            {"unit": "image", "rate": "0.08", "size": "1024x1024", "quality": "hd"},
+        ],
+    )
+    group.multiplier = Decimal("1.5")
+    group.save()
+    page = client.get("/models/").content.decode()
+    assert "list prices \u00d7 1.5" in page
+    # Every rate shown is the one charged: the group's multiplier applied.
+    assert "$4.50" in page and "$22.50" in page  # sonnet's input and output columns
+    assert "Cache write tokens (1 hour): $9.00 per 1M tokens" in page
+    assert "Input tokens (prompts above 200,000 tokens): $9.00 per 1M tokens" in page
+    assert "Web search calls: $15.00 per 1K calls" in page
+    assert "Images (1024x1024, hd): $0.12 per image" in page
+    assert "Images (1024x1024, standard): $0.06 per image" in page
 
 
 @pytest.mark.django_db(transaction=True)

@@ -103,16 +103,16 @@ def _component_text(price: Price, component: Component) -> str:
 def price_row(name: str, price: Price, served: bool) -> dict:
     """What the models page shows of one price: the five token rates (each after its
     fallback) and every other component in words."""
-    columns = {u: price.rate(u) for u in _COLUMNS}
-    plain = {
-        u
-        for u in _COLUMNS
-        if any(c.unit == u and c.key[1:] == (0, "", "", "", "") for c in price.components)
-    }
+    # An embedding is all input: its other token rates mean nothing to its users.
+    embedding = price.mode == ModelPrice.Mode.EMBEDDING
+    shown = ("input",) if embedding else _COLUMNS
+    columns = {u: price.rate(u) if u in shown else None for u in _COLUMNS}
+    plain = {u for u in shown if any(c.unit == u and c.plain for c in price.components)}
     others = [
         _component_text(price, c)
         for c in price.ordered()
-        if not (c.unit in plain and c.key[1:] == (0, "", "", "", ""))
+        if not (c.unit in plain and c.plain)
+        and not (embedding and c.unit != "input" and UNITS[c.unit].group != "other")
     ]
     return {
         "name": name,
@@ -120,6 +120,8 @@ def price_row(name: str, price: Price, served: bool) -> dict:
         "mode_label": dict(ModelPrice.Mode.choices).get(price.mode, price.mode),
         "tokens": price.mode in ("chat", "completion", "embedding") or bool(plain),
         "rates": columns,
+        # The cache and reasoning rates, on a line of their own on a phone.
+        "more_rates": len(shown) > 1,
         "others": others,
         "served": served,
     }
