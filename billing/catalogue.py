@@ -108,7 +108,7 @@ _WEB_SEARCH_KEY = "search_context_cost_per_query"
 _PIXEL_KEY = "input_cost_per_pixel"
 # Image prices are quoted to the tenth of a cent; a pixel price times the pixels of
 # a size lands a hair off it (3.81469e-08 x 1024 x 1024 = 0.03999...).
-_IMAGE_DECIMALS = 6
+_IMAGE_DECIMALS = 3
 
 # "hd/1024-x-1792/dall-e-3", "azure/standard/1024-x-1024/dall-e-3": one size (and
 # quality) of an image model, priced per pixel or per image.

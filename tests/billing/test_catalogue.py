@@ -111,9 +111,9 @@ def test_each_litellm_key_becomes_its_component_at_the_exact_rate():
     assert rates(by_model["dall-e-3"].components) == {
         ("image", "size=1024x1024"): D("0.04"),
         ("image", "quality=standard", "size=1024x1024"): D("0.04"),
-        ("image", "quality=standard", "size=1024x1792"): D("0.079988"),
-        ("image", "quality=hd", "size=1024x1024"): D("0.079996"),
-        ("image", "quality=hd", "size=1024x1792"): D("0.119991"),
+        ("image", "quality=standard", "size=1024x1792"): D("0.08"),
+        ("image", "quality=hd", "size=1024x1024"): D("0.08"),
+        ("image", "quality=hd", "size=1024x1792"): D("0.12"),
     }
     assert rates(by_model["whisper-1"].components) == {("audio_second",): D("0.0001")}
     assert rates(by_model["tts-1"].components) == {("character",): D("15")}
@@ -146,7 +146,7 @@ def test_what_cannot_be_imported_is_said_with_a_reason():
     ) in warnings
     assert (
         "hd/1024-x-1792/dall-e-3: input_cost_per_pixel 0.00000006539 x 1024 x 1792 = "
-        "0.11999117312 USD per image, rounded to 0.119991"
+        "0.11999117312 USD per image, rounded to 0.12"
     ) in warnings
     assert "input_cost_per_token_batches (2 models)" in warnings
     assert "sample_spec" not in warnings and "sample_spec" not in skipped
@@ -268,7 +268,7 @@ def test_import_publishes_versions_that_bill_exactly():
     assert cost("gpt-4o", input=100, tool_calls=searches) == D("0.07025")
     # Gemini above 200k: 300,000 x 2.50 + 2,000 reasoning x 10 per 1M.
     assert cost("gemini-2.5-pro", input=300_000, reasoning=2_000) == D("0.77")
-    assert cost("dall-e-3", images=images_of({("1024x1792", "hd"): 2})) == D("0.239982")
+    assert cost("dall-e-3", images=images_of({("1024x1792", "hd"): 2})) == D("0.24")
     assert cost("whisper-1", audio_ms=61_500) == D("0.00615")
     assert cost("tts-1", characters=1_000) == D("0.015")
     assert cost("rerank-english-v3.0", search_units=3, input=5_000) == D("0.006")
