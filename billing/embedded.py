@@ -4,13 +4,17 @@
 import logging
 import threading
 import time
+from collections.abc import Callable, Sequence
 
 from django.db import close_old_connections
 
 logger = logging.getLogger("tollgate.billing")
 
 
-def start_sweeper(*, interval: float = 30.0) -> threading.Thread:
+def start_sweeper(
+    *, interval: float = 30.0, also: Sequence[Callable[[], object]] = ()
+) -> threading.Thread:
+    """``also``: the upper layers' own sweeps (stored responses past their retention)."""
     from .tasks import holds_expire, usage_settle_pending
 
     def loop() -> None:
@@ -20,6 +24,8 @@ def start_sweeper(*, interval: float = 30.0) -> threading.Thread:
                 close_old_connections()
                 usage_settle_pending()
                 holds_expire()
+                for sweep in also:
+                    sweep()
             except Exception:
                 logger.exception("embedded sweeper run failed")
 

@@ -272,6 +272,11 @@ class Bill:
     # The exact cost in pico-USD, the multiplier applied.
     pico: int
 
+    @property
+    def counts_tokens(self) -> bool:
+        """Whether tokens cost anything in it (a local count of them would move it)."""
+        return any(line.pico and UNITS[line.unit].group != "other" for line in self.lines)
+
 
 def _quantities(units: Units) -> Iterable[tuple[str, int, str, str, str]]:
     """(unit, quantity, size, quality, tool) for every unit ``units`` counts."""

@@ -94,8 +94,9 @@ _STATIC_PREFIX = settings.STATIC_URL
 
 if settings.CELERY_TASK_ALWAYS_EAGER:
     from billing.embedded import start_sweeper
+    from relay.tasks import responses_expire
 
-    start_sweeper()
+    start_sweeper(also=[responses_expire])
 
 
 async def _lifespan(receive, send) -> None:

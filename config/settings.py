@@ -190,6 +190,7 @@ CELERY_BEAT_SCHEDULE = {
     "settle-pending-usage": {"task": "billing.tasks.usage_settle_pending", "schedule": 30.0},
     "expire-stale-holds": {"task": "billing.tasks.holds_expire", "schedule": 60.0},
     "reconcile-ledger": {"task": "billing.tasks.ledger_reconcile", "schedule": 3600.0},
+    "expire-stored-responses": {"task": "relay.tasks.responses_expire", "schedule": 3600.0},
     "monthly-statements": {
         "task": "billing.tasks.statements_generate",
         "schedule": crontab(day_of_month="1", hour="0", minute="30"),
@@ -209,6 +210,8 @@ TOLLGATE = {
     "SETTLE_INTERVAL": env.float("TOLLGATE_SETTLE_INTERVAL", default=0.5),
     # An open hold older than this is released by the sweeper.
     "HOLD_TTL_SECONDS": env.int("TOLLGATE_HOLD_TTL_SECONDS", default=3600),
+    # Stored responses (/v1/responses) are kept this long, as OpenAI keeps them.
+    "STORED_RESPONSE_DAYS": env.int("TOLLGATE_STORED_RESPONSE_DAYS", default=30),
     # ledger_check reports a hold open this long whose request is in flight nowhere.
     "STALE_HOLD_SECONDS": env.int("TOLLGATE_STALE_HOLD_SECONDS", default=300),
     # How far below zero settlement may take a new account when a request costs more

@@ -4,8 +4,9 @@ from django.utils.html import format_html
 
 from .channels import channel_create, channel_update
 from .models import Channel
-from .providers import provider_for
+from .providers import passes_responses_through, provider_for
 from .selectors import channel_cache_invalidate, channel_models_without_cost
+from .serializers import RESPONSES_API_TYPES
 
 
 class ChannelForm(forms.ModelForm):
@@ -30,8 +31,15 @@ class ChannelForm(forms.ModelForm):
             "status",
             "disabled_reason",
             "request_timeout",
+            "responses_api",
             "cost_prices",
         ]
+
+    def clean(self) -> dict:
+        cleaned = super().clean() or {}
+        if cleaned.get("responses_api") and not passes_responses_through(cleaned.get("type", "")):
+            self.add_error("responses_api", RESPONSES_API_TYPES)
+        return cleaned
 
 
 @admin.register(Channel)
@@ -44,6 +52,7 @@ class ChannelAdmin(admin.ModelAdmin):
         "priority",
         "weight",
         "status",
+        "responses_api",
         "health_state",
         "last_error",
         "has_key",

@@ -207,6 +207,16 @@ def request_refused(*, endpoint: str, model: str, error: "ApiError") -> None:
     _child(REQUEST_ERRORS, endpoint, error.code or error.type).inc()
 
 
+def route_answered(*, endpoint: str, http_status: int, error: "ApiError | None") -> None:
+    """Record a call that is not relayed (a stored response read or deleted)."""
+    status = UsageRecord.Status.SUCCESS if error is None else UsageRecord.Status.REJECTED
+    if error is not None and error.status >= 500:
+        status = UsageRecord.Status.FAILED
+    _child(REQUESTS, endpoint, "", "", str(status), str(http_status)).inc()
+    if error is not None:
+        _child(REQUEST_ERRORS, endpoint, error.code or error.type).inc()
+
+
 class DatabaseCollector(Collector):
     """Gauges read from the database at scrape time."""
 

@@ -23,6 +23,8 @@ class ChannelInfo:
     weight: int
     cost_prices: dict[str, Price]
     request_timeout: float | None = None
+    # The upstream speaks the Responses API and keeps its responses (``Channel``).
+    responses_api: bool = False
 
     def upstream_model(self, model: str) -> str:
         return self.model_mapping.get(model, model)
@@ -68,6 +70,8 @@ def channel_models_without_cost(channel: Channel) -> list[str]:
 
 
 def _channels_load() -> list[ChannelInfo]:
+    from .providers import passes_responses_through  # the providers read channels through here
+
     return [
         ChannelInfo(
             id=ch.pk,
@@ -81,6 +85,7 @@ def _channels_load() -> list[ChannelInfo]:
             weight=ch.weight,
             cost_prices=_cost_prices(ch.cost_prices),
             request_timeout=ch.request_timeout,
+            responses_api=ch.responses_api and passes_responses_through(ch.type),
         )
         for ch in Channel.objects.filter(status=Channel.Status.ENABLED).order_by("-priority", "pk")
     ]

@@ -13,7 +13,12 @@ from billing.services import components_checked
 
 from .channels import channel_create, channel_update
 from .models import Channel
-from .providers import provider_for
+from .providers import passes_responses_through, provider_for
+
+RESPONSES_API_TYPES = (
+    "Only OpenAI-compatible channels can speak the Responses API; the others have "
+    "/v1/responses translated."
+)
 
 
 class ChannelSerializer(serializers.ModelSerializer):
@@ -64,6 +69,7 @@ class ChannelSerializer(serializers.ModelSerializer):
             "status",
             "disabled_reason",
             "request_timeout",
+            "responses_api",
             "cost_prices",
             "health",
             "cooling_until",
@@ -104,6 +110,9 @@ class ChannelSerializer(serializers.ModelSerializer):
         base_url = attrs.get("base_url", getattr(self.instance, "base_url", ""))
         if provider_for(kind).needs_base_url and not base_url:
             raise serializers.ValidationError({"base_url": "This channel type needs a base URL."})
+        responses_api = attrs.get("responses_api", getattr(self.instance, "responses_api", False))
+        if responses_api and not passes_responses_through(kind):
+            raise serializers.ValidationError({"responses_api": RESPONSES_API_TYPES})
         return attrs
 
     def create(self, validated_data: dict[str, Any]) -> Channel:

@@ -11,6 +11,7 @@ from . import health
 from .channels import channel_disable
 from .models import Channel
 from .providers import provider_for
+from .stored_responses import stored_responses_expire
 
 logger = logging.getLogger("tollgate.relay")
 
@@ -81,3 +82,12 @@ def channels_probe() -> int:
                     channel.pk, until, f"probe failed ({status or 'unreachable'})"
                 )
     return len(due)
+
+
+@shared_task
+def responses_expire() -> int:
+    """Delete the stored responses past their retention."""
+    expired = stored_responses_expire(days=settings.TOLLGATE["STORED_RESPONSE_DAYS"])
+    if expired:
+        logger.info("deleted %s stored responses past their retention", expired)
+    return expired

@@ -7,8 +7,9 @@ from core.localcache import clear_all
 # Helpers assert too: their failures are explained like a test's own asserts.
 pytest.register_assert_rewrite("tests.support")
 
-# The fixtures several folders share (servers, upstreams, the worker, relay_env, world).
-pytest_plugins = ["tests.support.fixtures"]
+# The fixtures several folders share (servers, upstreams, the worker, relay_env, world),
+# and those of the Responses API and legacy completions.
+pytest_plugins = ["tests.support.fixtures", "tests.support.responses"]
 
 
 def pytest_configure(config):

@@ -81,6 +81,8 @@ def statement(request: HttpRequest, account: Account, pk: int) -> HttpResponse:
 
 # The token rates every chat row shows in a column of its own.
 _COLUMNS = ("input", "cache_read", "cache_write", "output", "reasoning")
+# The modes billed by the token, whose rows show every token column.
+_TOKEN_MODES = (ModelPrice.Mode.CHAT, ModelPrice.Mode.COMPLETION, ModelPrice.Mode.EMBEDDING)
 
 
 def _component_text(price: Price, component: Component) -> str:
@@ -103,9 +105,16 @@ def _component_text(price: Price, component: Component) -> str:
 def price_row(name: str, price: Price, served: bool) -> dict:
     """What the models page shows of one price: the five token rates (each after its
     fallback) and every other component in words."""
-    # An embedding is all input: its other token rates mean nothing to its users.
+    # An embedding is all input: its other token rates mean nothing to its users. A
+    # media model (images, audio, rerank, moderations) neither caches nor reasons: it
+    # shows the token rates it has, not the ones a chat model's would fall back to.
     embedding = price.mode == ModelPrice.Mode.EMBEDDING
-    shown = ("input",) if embedding else _COLUMNS
+    if embedding:
+        shown: tuple[str, ...] = ("input",)
+    elif price.mode in _TOKEN_MODES:
+        shown = _COLUMNS
+    else:
+        shown = tuple(u for u in _COLUMNS if any(c.unit == u for c in price.components))
     columns = {u: price.rate(u) if u in shown else None for u in _COLUMNS}
     plain = {u for u in shown if any(c.unit == u and c.plain for c in price.components)}
     others = [
@@ -118,10 +127,10 @@ def price_row(name: str, price: Price, served: bool) -> dict:
         "name": name,
         "mode": price.mode,
         "mode_label": dict(ModelPrice.Mode.choices).get(price.mode, price.mode),
-        "tokens": price.mode in ("chat", "completion", "embedding") or bool(plain),
+        "tokens": price.mode in _TOKEN_MODES or bool(plain),
         "rates": columns,
         # The cache and reasoning rates, on a line of their own on a phone.
-        "more_rates": len(shown) > 1,
+        "more_rates": any(u in shown for u in ("cache_read", "cache_write", "reasoning")),
         "others": others,
         "served": served,
     }

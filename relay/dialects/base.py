@@ -8,8 +8,9 @@ Providers give answers and events back in the dialect's own format
 (``UpstreamReply``, ``StreamEvent``); the lifecycle does the rest.
 """
 
+from collections.abc import Awaitable
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 from django.http import HttpResponse
@@ -17,6 +18,9 @@ from django.http import HttpResponse
 from core.money import Units
 
 from ..errors import ApiError, invalid_request
+
+if TYPE_CHECKING:
+    from ..selectors import ChannelInfo
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +41,9 @@ class RequestParams:
     # (seconds of an uploaded file, characters to speak, images asked for, search
     # units): held for before the call and billed with what the upstream reports.
     units: Units | None = None
+    # The format the client asked its answer in, where its stream depends on it
+    # (speech: the audio's ``response_format``, or ``sse``).
+    answer_format: str = ""
 
 
 @dataclass(slots=True)
@@ -67,6 +74,18 @@ class StreamEvent:
     raw: bytes | None = None
     usage: Units | None = None
     usage_final: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    """What a request that refers to state the gateway keeps (a stored response it
+    continues) turned out to be: the body to serve (the state expanded into it), the
+    channel that must serve it (None: any), and the prompt tokens the expansion added
+    at most (for the hold and the token limits)."""
+
+    body: dict[str, Any]
+    channel_id: int | None = None
+    prompt_tokens: int = 0
 
 
 # A request body as read: the bytes of one message, or the buffer it was read into.
@@ -129,6 +148,9 @@ class Accounting:
         self._body = body
         self.usage: Units | None = None
         self.final = False
+        # The whole answer, where the events carry it (a Responses stream's last
+        # event), for a dialect that keeps its answers (``Dialect.keep``).
+        self.answer: dict[str, Any] | None = None
 
     def observe(self, event: StreamEvent) -> None:
         if event.usage is not None:
@@ -208,6 +230,13 @@ class Dialect:
     def validate(self, body: dict[str, Any]) -> RequestParams:
         raise NotImplementedError
 
+    def resolve(self, body: dict[str, Any], *, account_id: int) -> Awaitable[Resolved] | None:
+        """For a request that refers to state the gateway keeps: a lookup (awaited
+        before the request is routed) giving the body to serve and the channel it
+        must go to; it raises ApiError when the state is not the account's. None: the
+        request refers to nothing (no lookup, no I/O)."""
+        return None
+
     def prompt_estimate(self, raw: Body, body: dict[str, Any]) -> int:
         """An upper bound of the prompt's tokens, for holds and token limits, from its
         size: no tokenizer on the hot path. An upload counts only its text fields."""
@@ -223,6 +252,12 @@ class Dialect:
     def estimate(self, body: dict[str, Any], answer: dict[str, Any]) -> Units:
         """The tokens of an answer whose upstream reported no usage."""
         raise NotImplementedError
+
+    def prompt_units(self, params: RequestParams, body: dict[str, Any]) -> Units:
+        """What a request is billed for when its client left while the upstream had
+        its prompt: the prompt's tokens, counted locally. A dialect whose upstream
+        takes in more than text (seconds of audio, characters to speak) adds those."""
+        return Units(input=self.prompt_tokens(body))
 
     def units(self, params: RequestParams, reported: Units, reply: UpstreamReply | None) -> Units:
         """What a served request is billed for: the tokens reported (or counted
@@ -246,6 +281,27 @@ class Dialect:
 
     def accounting(self, body: dict[str, Any]) -> Accounting:
         raise NotImplementedError
+
+    def keeps(self, body: dict[str, Any]) -> bool:
+        """Whether the answer to this request is kept (``keep``) once it was served;
+        its request then ends before the answer is sent, so that a follow-up made as
+        soon as the answer arrives finds it."""
+        return False
+
+    async def keep(
+        self,
+        *,
+        body: dict[str, Any],
+        answer: dict[str, Any],
+        tokens: Units,
+        cost: int,
+        account_id: int,
+        channel: "ChannelInfo",
+    ) -> None:
+        """Keep a served answer (``answer``: as the upstream or its translation gave it;
+        ``tokens`` and ``cost``, in pico-USD, as billed) for the account to come back
+        to. ``body`` is the request as the client sent it (before ``resolve`` expanded
+        it). Runs in the request's ending, after its usage record."""
 
     def stream_format(self, params: RequestParams) -> StreamFormat:
         raise NotImplementedError

@@ -23,6 +23,7 @@ from .checks import (
     optional_string,
     positive_int,
     stream_flag,
+    stream_usage_asked,
     typed_objects,
 )
 from .usage import usage_payload
@@ -70,19 +71,6 @@ def _messages(body: dict[str, Any]) -> None:
             )
         typed_objects(content, f"messages[{i}].content", "content part")
         _tool_calls(message.get("tool_calls"), f"messages[{i}].tool_calls")
-
-
-def _include_usage(body: dict[str, Any], stream: bool) -> bool:
-    stream_options = body.get("stream_options")
-    if stream_options is None:
-        return False
-    if not stream:
-        raise invalid_request(
-            "`stream_options` is only allowed when `stream` is true.", param="stream_options"
-        )
-    if not isinstance(stream_options, dict):
-        raise invalid_request("`stream_options` must be an object.", param="stream_options")
-    return stream_options.get("include_usage") is True
 
 
 def _tools(body: dict[str, Any]) -> None:
@@ -200,7 +188,7 @@ class Chat(Dialect):
         number_in_range(body, "frequency_penalty", -2, 2)
         n = positive_int(body, "n", MAX_N) or 1
         stream = stream_flag(body)
-        include_usage = _include_usage(body, stream)
+        include_usage = stream_usage_asked(body, stream)
         _tools(body)
         return RequestParams(
             model=model,

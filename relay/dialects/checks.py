@@ -63,6 +63,21 @@ def stream_flag(body: dict[str, Any]) -> bool:
     return bool(stream)
 
 
+def stream_usage_asked(body: dict[str, Any], stream: bool) -> bool:
+    """Whether a stream's client asked for the usage chunk (``stream_options``, only
+    allowed with ``stream: true``)."""
+    stream_options = body.get("stream_options")
+    if stream_options is None:
+        return False
+    if not stream:
+        raise invalid_request(
+            "`stream_options` is only allowed when `stream` is true.", param="stream_options"
+        )
+    if not isinstance(stream_options, dict):
+        raise invalid_request("`stream_options` must be an object.", param="stream_options")
+    return stream_options.get("include_usage") is True
+
+
 def optional_string(body: dict, name: str) -> str:
     value = body.get(name)
     if value is not None and not isinstance(value, str):

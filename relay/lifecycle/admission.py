@@ -44,7 +44,7 @@ async def admit(request: RelayRequest) -> None:
             )
         )
     except limits.RateLimited as exc:
-        raise _rate_limited(exc) from None
+        raise rate_limited(exc) from None
 
 
 async def hold(request: RelayRequest) -> None:
@@ -99,7 +99,7 @@ def _refused(refused: HoldRefused) -> ApiError:
     return errors.insufficient_balance()
 
 
-def _rate_limited(exc: limits.RateLimited) -> ApiError:
+def rate_limited(exc: limits.RateLimited) -> ApiError:
     messages = {
         "requests": "Rate limit reached for requests per minute on this API key.",
         "tokens": "Rate limit reached for tokens per minute on this API key.",

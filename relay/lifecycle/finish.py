@@ -2,7 +2,8 @@
 given back, its channels' health, its metrics and its access line.
 
 Called once per request, from ``RelayRequest.end``. On PostgreSQL with warm caches
-the record is the request's second and last database statement (``core.adb``).
+the record is the request's second and last database statement (``core.adb``); a
+dialect that keeps its answers (a stored response) adds one more, after it.
 """
 
 import asyncio
@@ -29,6 +30,7 @@ from ..channels import channel_disable
 from ..tasks import channel_health_changed
 
 if TYPE_CHECKING:
+    from ..selectors import ChannelInfo
     from .request import Outcome, RelayRequest, Route
 
 logger = logging.getLogger("tollgate.relay")
@@ -144,7 +146,9 @@ async def finish(request: "RelayRequest", outcome: "Outcome") -> tuple[int | Non
             "error_code": outcome.error_code,
             "stream": request.params.stream,
             **unit_columns(tokens),
-            "estimated": outcome.estimated and outcome.status in CHARGED,
+            # Estimated only where a local count changed the bill: an image or a
+            # second of audio billed from the request is exact.
+            "estimated": outcome.estimated and bill is not None and bill.counts_tokens,
             "price_snapshot": route.price.snapshot(bill) if bill is not None else {},
             "cost_pico": cost,
             "upstream_cost_pico": upstream_cost,
@@ -156,6 +160,8 @@ async def finish(request: "RelayRequest", outcome: "Outcome") -> tuple[int | Non
     )
     # Committed: its settlement is asked for (coalesced, at most a few asks a second).
     settlement_request(background=True)
+    if outcome.answer is not None and channel is not None and request.dialect.keeps(request.body):
+        await _answer_keep(request, outcome.answer, channel, tokens, cost)
     # Before the response: the caller's next request may need the slot or tokens.
     await _limits_release(request, tokens.total)
     metrics.request_finished(
@@ -169,6 +175,29 @@ async def finish(request: "RelayRequest", outcome: "Outcome") -> tuple[int | Non
     await _report_health(outcome, route)
     _access_line(request, outcome, route.model, tokens, cost, usage_id)
     return usage_id, cost
+
+
+async def _answer_keep(
+    request: "RelayRequest",
+    answer: dict[str, Any],
+    channel: "ChannelInfo",
+    tokens: Units,
+    cost: int,
+) -> None:
+    """The dialect keeps the answer (a stored response): one more statement, made
+    after the record, so that keeping it never delays or endangers the bill. A failure
+    leaves the answer served and billed but not kept."""
+    try:
+        await request.dialect.keep(
+            body=request.asked if request.asked is not None else request.body,
+            answer=answer,
+            tokens=tokens,
+            cost=cost,
+            account_id=request.key.account_id,
+            channel=channel,
+        )
+    except Exception:
+        logger.exception("the answer of %s could not be kept", request.request_id)
 
 
 # Refusals counted in the metrics and the log but not stored (see ``finish``).

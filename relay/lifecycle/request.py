@@ -80,6 +80,8 @@ class Outcome:
     # The bill of ``tokens`` at the route's price, once it was made (the answer
     # carries its cost before the request ends).
     bill: Bill | None = None
+    # The answer served, for a dialect that keeps it (``Dialect.keeps``).
+    answer: dict[str, Any] | None = None
 
 
 async def _collected(step: asyncio.Future) -> Any:
@@ -100,9 +102,11 @@ class RelayRequest:
         "_ending",
         "_reserving",
         "admission",
+        "asked",
         "attempts",
         "body",
         "calling",
+        "channel_pin",
         "client_ip",
         "dialect",
         "forwarded",
@@ -147,6 +151,10 @@ class RelayRequest:
         self.priced_model = ""
         self.user = ""
         self.routes: list[Route] = []
+        # The one channel that may serve it (the one keeping the state it continues),
+        # and the body as the client sent it when the state was expanded into it.
+        self.channel_pin: int | None = None
+        self.asked: dict[str, Any] | None = None
         self.prompt_estimate = 0
         self.admission: limits.Admission | None = None
         self.hold_id: int | None = None
@@ -309,7 +317,7 @@ class RelayRequest:
         tokens = Units()
         if self.trying is not None:
             try:
-                tokens = Units(input=self.dialect.prompt_tokens(self.body))
+                tokens = self.dialect.prompt_units(self.params, self.body)
             except Exception:
                 logger.exception("the prompt of %s could not be counted", self.request_id)
         return Outcome(

@@ -178,6 +178,7 @@ class StreamRelay:
             latency_ms=ms_since(self.request.started),
             ttft_ms=self.ttft_ms,
             bill=self.bill if status == UsageRecord.Status.SUCCESS else None,
+            answer=self.accounting.answer if status == UsageRecord.Status.SUCCESS else None,
         )
         try:
             await asyncio.shield(self.request.end(outcome))

@@ -2,7 +2,8 @@
 them, with the price of each. A model name is served as itself; ``auto`` becomes
 the models the key may use, best first by its account's strategy (cheapest,
 fastest, or as listed). A channel serves a model if it lists it, its provider speaks
-the request's dialect, and it is not cooling down after failures.
+the request's dialect, and it is not cooling down after failures; a request pinned
+to one channel (it continues state that channel keeps) is served by that one only.
 
 Everything read here comes from per-process caches (the key's price book, the
 enabled channels, their health), so with warm caches choosing does no I/O.
@@ -68,16 +69,21 @@ def _state_cached(key: AuthKey, params: RequestParams) -> RouteState | None:
     return RouteState(prices=prices, channels=channels, cooling=cooling, latencies=latencies)
 
 
-def _usable_channels(model: str, dialect: Dialect, state: RouteState) -> list[ChannelInfo]:
+def _usable_channels(
+    model: str, dialect: Dialect, state: RouteState, pin: int | None = None
+) -> list[ChannelInfo]:
     types = serving(dialect.name)
     return [
         ch
         for ch in state.channels
-        if model in ch.models and ch.type in types and health.available(state.cooling, ch.id)
+        if model in ch.models
+        and ch.type in types
+        and health.available(state.cooling, ch.id)
+        and (pin is None or ch.id == pin)
     ]
 
 
-def _auto_routes(key: AuthKey, dialect: Dialect, state: RouteState) -> list[Route]:
+def _auto_routes(key: AuthKey, dialect: Dialect, state: RouteState, pin: int | None) -> list[Route]:
     """Candidate models for ``model: "auto"``, best first, by the account's strategy:
     the models the key may use whose mode is the dialect's."""
     prices = prices_in_book(state.prices)
@@ -90,7 +96,7 @@ def _auto_routes(key: AuthKey, dialect: Dialect, state: RouteState) -> list[Rout
         names = [m for m in key.auto_models if m in names]
     routes = []
     for model in names:
-        channels = _usable_channels(model, dialect, state)
+        channels = _usable_channels(model, dialect, state, pin)
         if channels:
             routes.append(Route(model=model, price=prices[model], channels=channels))
     if key.auto_strategy == AutoStrategy.CHEAPEST:
@@ -104,8 +110,9 @@ def _auto_routes(key: AuthKey, dialect: Dialect, state: RouteState) -> list[Rout
 
 def _routes(request: RelayRequest, state: RouteState) -> list[Route]:
     key, model, dialect = request.key, request.params.model, request.dialect
+    pin = request.channel_pin
     if model == AUTO:
-        routes = _auto_routes(key, dialect, state)
+        routes = _auto_routes(key, dialect, state, pin)
         if not routes:
             raise errors.upstream_error(
                 503,
@@ -117,11 +124,14 @@ def _routes(request: RelayRequest, state: RouteState) -> list[Route]:
     price = price_in_book(state.prices, model)
     if price is None:
         raise errors.model_not_found(model)
-    channels = _usable_channels(model, dialect, state)
+    channels = _usable_channels(model, dialect, state, pin)
     if not channels:
         raise errors.upstream_error(
             503,
-            f"No upstream channel is serving `{model}` right now.",
+            f"No upstream channel is serving `{model}` right now."
+            if pin is None
+            else f"The channel keeping the state this request continues is not serving "
+            f"`{model}` right now.",
             request.request_id,
             "no_channel_available",
         )

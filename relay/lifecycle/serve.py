@@ -100,12 +100,24 @@ async def serve(
         request.params = dialect.validate(body)
         # 3. Policy: what the key allows.
         policy.check(request)
+        # A request continuing state the gateway keeps (a stored response) is expanded
+        # with it and goes where it is kept. This lookup is the one statement allowed
+        # before the upstream call: it decides the input and the channel, and money is
+        # held for the input it adds.
+        resolving = dialect.resolve(body, account_id=key.account_id)
+        expanded = 0
+        if resolving is not None:
+            resolved = await resolving
+            request.asked = body
+            request.body = body = resolved.body
+            request.channel_pin = resolved.channel_id
+            expanded = resolved.prompt_tokens
         # 4. Route: the models and channels that may serve it, with their prices.
         request.routes = await routing.routes(request)
         # Labels the refusal in the metrics once the model is known to be priced; a raw
         # model name would give every made-up name its own series.
         request.priced_model = request.params.model
-        request.prompt_estimate = dialect.prompt_estimate(raw_body, body)
+        request.prompt_estimate = dialect.prompt_estimate(raw_body, body) + expanded
         # 5. Limits, 6. the hold: taken through the request, which gives them back.
         await admission.admit(request)
         await admission.hold(request)
@@ -165,11 +177,15 @@ async def answer(request: RelayRequest, record_after: bool) -> HttpResponse:
     if reply.raw is not None:
         # An answer that is not JSON (a transcript as text) has nowhere else to say it.
         response["x-tollgate-cost"] = pico_to_usd(cost)
+    keeps = request.dialect.keeps(request.body)
+    if keeps:
+        outcome.answer = reply.body
     ending = request.end(outcome)
-    if not (record_after and request.admission is None):
+    if keeps or not (record_after and request.admission is None):
         # The record is committed before the answer goes out. With ``record_after``
         # only a key with rate limits waits: its record gives its capacity back, so
-        # that its next request finds the slot free.
+        # that its next request finds the slot free; and an answer that is kept, so
+        # that a follow-up sent as soon as it arrives finds it.
         await asyncio.shield(ending)
     return response
 

@@ -10,11 +10,12 @@ from functools import cache
 
 from .anthropic import AnthropicProvider
 from .base import Call, Provider, UpstreamFailure, UpstreamStream, UpstreamStreamError
+from .cohere import CohereProvider
 from .mock import MockProvider
 from .openai import OpenAIProvider
 
 PROVIDERS: dict[str, Provider] = {
-    p.name: p for p in (OpenAIProvider(), AnthropicProvider(), MockProvider())
+    p.name: p for p in (OpenAIProvider(), AnthropicProvider(), MockProvider(), CohereProvider())
 }
 
 
@@ -29,6 +30,14 @@ def provider_for(channel_type: str) -> Provider:
 def channel_types() -> list[tuple[str, str]]:
     """The channel types, as model field choices."""
     return [(p.name, p.label) for p in PROVIDERS.values()]
+
+
+def passes_responses_through(channel_type: str) -> bool:
+    """Whether a channel of this type may pass ``/v1/responses`` through to an
+    upstream that speaks the Responses API (its ``responses_api`` flag): the
+    OpenAI-compatible ones. The others translate it, and Tollgate keeps what they
+    serve."""
+    return channel_type == OpenAIProvider.name
 
 
 @cache
@@ -46,6 +55,7 @@ __all__ = [
     "UpstreamStream",
     "UpstreamStreamError",
     "channel_types",
+    "passes_responses_through",
     "provider_for",
     "serving",
 ]

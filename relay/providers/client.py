@@ -122,6 +122,19 @@ async def post(
     """Send the request (JSON bytes, or a multipart form whose files are views of
     the caller's body, sent without a copy) and wait for the response's status and
     headers."""
+    return await request("POST", url, headers, body=body, read_timeout=read_timeout)
+
+
+async def request(
+    method: str,
+    url: str,
+    headers: dict[str, str],
+    *,
+    body: bytes | aiohttp.FormData | None = None,
+    read_timeout: float | None = None,
+) -> UpstreamResponse:
+    """Send a request (a POST's body, or none: reading or deleting what an upstream
+    keeps) and wait for the response's status and headers."""
     options: dict[str, Any] = {"allow_redirects": False}
     if read_timeout:
         options["timeout"] = aiohttp.ClientTimeout(
@@ -130,7 +143,7 @@ async def post(
             sock_read=read_timeout,
         )
     try:
-        response = await _session().post(url, data=body, headers=headers, **options)
+        response = await _session().request(method, url, data=body, headers=headers, **options)
     except TimeoutError as exc:
         raise TransportTimeout(str(exc)) from None
     except aiohttp.ClientError as exc:

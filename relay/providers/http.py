@@ -58,6 +58,9 @@ def _upstream_error_message(content: bytes) -> tuple[str, str | None]:
             return str(err.get("message") or ""), param if isinstance(param, str) else None
         if isinstance(err, str):
             return err, None
+        # Cohere's shape: ``{"message": ...}``.
+        if isinstance(data, dict) and isinstance(data.get("message"), str):
+            return data["message"], None
     except orjson.JSONDecodeError:
         pass
     return "", None

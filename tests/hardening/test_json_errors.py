@@ -36,7 +36,7 @@ def debug(request, settings):
         ("POST", "/v1/chat/completion"),
         ("POST", "/v1/chat/completions/"),
         ("GET", "/v1/"),
-        ("GET", "/v1/responses"),
+        ("GET", "/v1/assistants"),
         ("DELETE", "/v1/files/file-1"),
         ("POST", "/v1/engines/davinci/completions"),
     ],

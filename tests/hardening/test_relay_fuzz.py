@@ -7,6 +7,7 @@ params; this file throws generated input at the same checks.
 """
 
 import json
+import re
 import socket
 from dataclasses import dataclass
 
@@ -17,7 +18,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from billing.models import Entry, Hold, Transaction
+from relay.dialects.media import sniffed
 from tests.support.factories import ApiKeyFactory
+from tests.support.media import png, wav
 from tests.support.relay import chat
 
 CHAT_URL = "/v1/chat/completions"
@@ -502,3 +505,222 @@ def test_embeddings_endpoint_survives_deep_nesting_and_huge_bodies(env):
     openai_error(env.http.post("/v1/embeddings", content=deep, headers=headers), 400)
     big = b"x" * (django_settings.TOLLGATE["MAX_BODY_BYTES"] + 1)
     openai_error(env.http.post("/v1/embeddings", content=big, headers=headers), 413)
+
+
+# -- the media endpoints -----------------------------------------------------------------
+
+
+@pytest.fixture
+def media(media_env, upstream):
+    """The relay with its media models, and the same check after the test: nothing
+    reached an upstream and no money moved."""
+    before = money(media_env)
+    yield media_env
+    assert media_env.upstream.calls == 0 and upstream.calls == 0
+    assert money(media_env) == before
+
+
+def _not(pattern: str) -> st.SearchStrategy:
+    """Any non-null JSON value but a string matching ``pattern``."""
+    return json_values.filter(
+        lambda v: v is not None and not (isinstance(v, str) and re.fullmatch(pattern, v))
+    )
+
+
+MEDIA_JSON: dict[str, tuple[dict, dict[str, st.SearchStrategy]]] = {
+    "/v1/images/generations": (
+        {"model": "dall-e-3", "prompt": "a cat"},
+        {
+            "model": not_(str) | st.sampled_from(["", " "]),
+            "prompt": not_(str) | st.sampled_from(["", "  "]),
+            "n": not_(int) | ints_outside(1, 10),
+            "size": _not(r"auto|[1-9][0-9]{1,4}x[1-9][0-9]{1,4}"),
+            "quality": _not(r"[a-z]{1,16}"),
+            "response_format": _not("url|b64_json"),
+            "stream": json_values.filter(lambda v: v is not None and v is not False),
+            "user": not_(str),
+        },
+    ),
+    "/v1/audio/speech": (
+        {"model": "tts-1", "voice": "alloy", "input": "hi"},
+        {
+            "model": not_(str) | st.sampled_from(["", " "]),
+            "input": not_(str) | st.just(""),
+            "voice": not_(str, dict) | st.sampled_from(["", " ", {}, {"id": 3}]),
+            "response_format": _not("mp3|opus|aac|flac|wav|pcm"),
+            "stream_format": _not("audio|sse"),
+            "speed": not_(int, float) | floats_outside(0.25, 4),
+            "instructions": not_(str),
+        },
+    ),
+    "/v1/rerank": (
+        {"model": "rerank-v3.5", "query": "q", "documents": ["a"]},
+        {
+            "model": not_(str) | st.sampled_from(["", " "]),
+            "query": not_(str) | st.sampled_from(["", "  "]),
+            "documents": not_(list)
+            | st.just([])
+            | st.lists(not_(str, dict), min_size=1, max_size=3)
+            | st.lists(st.dictionaries(st.sampled_from(["title", "id"]), json_values), min_size=1),
+            "top_n": not_(int) | ints_outside(1),
+            "max_tokens_per_doc": not_(int) | ints_outside(1),
+            "return_documents": not_(bool),
+        },
+    ),
+    "/v1/moderations": (
+        {"input": "hi"},
+        {
+            "model": not_(str) | st.sampled_from(["", " "]),
+            "input": not_(str, list)
+            | st.just([])
+            | st.lists(not_(str, dict), min_size=1, max_size=3)
+            | st.lists(st.fixed_dictionaries({"type": _not("text|image_url")}), min_size=1),
+        },
+    ),
+}
+
+
+@st.composite
+def media_json_with_one_bad_field(draw) -> tuple[str, dict, str]:
+    path = draw(st.sampled_from(sorted(MEDIA_JSON)))
+    good, fields = MEDIA_JSON[path]
+    field = draw(st.sampled_from(sorted(fields)))
+    return path, {**good, field: draw(fields[field])}, field
+
+
+def _bearer(env) -> dict[str, str]:
+    return {"authorization": f"Bearer {env.key.secret}"}
+
+
+@given(case=media_json_with_one_bad_field())
+@fuzz
+def test_media_endpoints_refuse_a_wrong_value_in_any_field(media, case):
+    path, body, field = case
+    error = openai_error(media.http.post(path, content=dumps(body), headers=_bearer(media)), 400)
+    assert error["param"] is not None and error["param"].startswith(field), (path, field, error)
+
+
+@given(
+    path=st.sampled_from(sorted(MEDIA_JSON)),
+    raw=st.binary(max_size=120) | json_values.map(dumps),
+)
+@small_fuzz
+def test_media_json_endpoints_answer_any_bytes_with_a_4xx(media, path, raw):
+    openai_error(media.http.post(path, content=raw, headers=_bearer(media)))
+
+
+@pytest.mark.parametrize("path", sorted(MEDIA_JSON))
+def test_media_json_endpoints_survive_deep_nesting(media, path):
+    good, _ = MEDIA_JSON[path]
+    deep = orjson.dumps(good)[:-1] + b', "extra": ' + b"[" * 300 + b"]" * 300 + b"}"
+    openai_error(media.http.post(path, content=deep, headers=_bearer(media)), 400)
+    openai_error(media.http.post(path, content=b"[" * 10_000, headers=_bearer(media)), 400)
+
+
+FORMS = {
+    "/v1/audio/transcriptions": ("file", ("clip.wav", wav(1), "audio/wav"), {"model": "whisper-1"}),
+    "/v1/audio/translations": ("file", ("clip.wav", wav(1), "audio/wav"), {"model": "whisper-1"}),
+    "/v1/images/edits": (
+        "image",
+        ("a.png", png(), "image/png"),
+        {"model": "dall-e-3", "prompt": "a hat"},
+    ),
+}
+
+
+def _unit_number(text: str) -> bool:
+    try:
+        return 0 <= float(text) <= 1 and len(text) < 32
+    except ValueError:
+        return False
+
+
+FORM_FIELDS: dict[str, dict[str, st.SearchStrategy]] = {
+    "/v1/audio/transcriptions": {
+        "model": st.sampled_from(["", "   "]),
+        "response_format": st.text(max_size=12).filter(
+            lambda v: v not in ("json", "text", "srt", "verbose_json", "vtt", "diarized_json")
+        ),
+        "temperature": st.text(max_size=8).filter(lambda v: not _unit_number(v)),
+        "stream": st.text(max_size=6).filter(lambda v: v not in ("true", "false")),
+    },
+    "/v1/audio/translations": {
+        "model": st.sampled_from(["", "   "]),
+        "response_format": st.text(max_size=12).filter(
+            lambda v: v not in ("json", "text", "srt", "verbose_json", "vtt")
+        ),
+        "stream": st.text(max_size=6).filter(lambda v: v != "false"),
+    },
+    "/v1/images/edits": {
+        "model": st.sampled_from(["", "   "]),
+        "prompt": st.sampled_from(["", "   "]),
+        "n": st.text(max_size=4).filter(lambda v: not (v.isdigit() and 1 <= int(v) <= 10)),
+        "size": st.text(max_size=12).filter(
+            lambda v: not re.fullmatch(r"auto|[1-9][0-9]{1,4}x[1-9][0-9]{1,4}", v)
+        ),
+        "response_format": st.text(max_size=10).filter(lambda v: v not in ("url", "b64_json")),
+        "stream": st.text(max_size=6).filter(lambda v: v != "false"),
+    },
+}
+
+
+@st.composite
+def form_with_one_bad_field(draw) -> tuple[str, dict, str]:
+    path = draw(st.sampled_from(sorted(FORMS)))
+    field = draw(st.sampled_from(sorted(FORM_FIELDS[path])))
+    return path, {**FORMS[path][2], field: draw(FORM_FIELDS[path][field])}, field
+
+
+@given(case=form_with_one_bad_field())
+@fuzz
+def test_upload_endpoints_refuse_a_wrong_value_in_any_field(media, case):
+    path, data, field = case
+    name, upload, _ = FORMS[path]
+    response = media.http.post(path, data=data, files={name: upload}, headers=_bearer(media))
+    assert openai_error(response, 400)["param"] == field
+
+
+@given(
+    path=st.sampled_from(sorted(FORMS)),
+    content=st.binary(max_size=300).filter(lambda b: sniffed(memoryview(b)) is None),
+    filename=st.sampled_from(["a.wav", "a.mp3", "a.png", "a", "a.webm", "a.txt"]),
+    content_type=st.sampled_from(["audio/wav", "image/png", "application/octet-stream", ""]),
+)
+@fuzz
+def test_an_upload_of_any_other_bytes_is_a_400_naming_its_field(
+    media, path, content, filename, content_type
+):
+    name, _, data = FORMS[path]
+    upload = (filename, content, content_type) if content_type else (filename, content)
+    response = media.http.post(path, data=data, files={name: upload}, headers=_bearer(media))
+    assert openai_error(response, 400)["param"] == name
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"RIFF\x00\x00\x00\x00WAVE",
+        b"RIFF\xff\xff\xff\xffWAVEfmt \x10\x00\x00\x00" + bytes(16),
+        b"ID3\x04\x00\x00\x00\x00\x00\x00" + bytes(100),
+        b"\xff\xfb" + bytes(10),
+        b"fLaC" + bytes(40),
+        b"OggS" + bytes(60),
+        b"\x00\x00\x00\x18ftypmp42" + bytes(40),
+    ],
+    ids=["wav-empty", "wav-no-data", "id3-only", "mp3-cut", "flac", "ogg", "mp4"],
+)
+def test_audio_with_a_right_header_and_a_broken_body_is_a_400(media, content):
+    response = media.http.post(
+        "/v1/audio/transcriptions",
+        data={"model": "whisper-1"},
+        files={"file": ("clip", content)},
+        headers=_bearer(media),
+    )
+    assert openai_error(response, 400)["param"] == "file"
+
+
+@given(path=st.sampled_from(sorted(FORMS)), raw=st.binary(max_size=200))
+@small_fuzz
+def test_upload_endpoints_answer_any_bytes_with_a_4xx(media, path, raw):
+    headers = {**_bearer(media), "content-type": "multipart/form-data; boundary=xyz"}
+    openai_error(media.http.post(path, content=raw, headers=headers))

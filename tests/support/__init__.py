@@ -8,6 +8,9 @@
   secret) and channels.
 - ``servers``: ``ServerThread``, an ASGI app under uvicorn on a loopback port.
 - ``upstreams``: ``FakeUpstream`` and ``FakeAnthropic``, scripted loopback providers.
+- ``media``: ``FakeMedia`` (OpenAI's images, audio and moderations, Jina's rerank) and
+  ``FakeCohere`` (Cohere's v2 rerank), ``MediaEnv`` (what ``media_env`` gives a test),
+  the files the tests upload (``wav``, ``mp3``, ``png``) and ``settled``/``money``.
 - ``waiting``: ``wait_for``, polling until another thread or process has done its part.
 - ``relay``: ``RelayEnv`` (what ``relay_env`` gives a test), ``chat()`` request bodies,
   ``settle_in_flight()``, ``error_of()`` for an OpenAI-shaped error, and ``WEATHER``, a

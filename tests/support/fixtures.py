@@ -5,6 +5,7 @@ relay's environment (``relay_env``) and the management API's two-account ``world
 from decimal import Decimal
 
 import httpx
+import openai
 import pytest
 import redis
 from django.conf import settings
@@ -21,6 +22,7 @@ from tests.support.factories import (
     PriceGroupFactory,
     UserFactory,
 )
+from tests.support.media import MEDIA_PRICES, FakeCohere, FakeMedia, MediaEnv
 from tests.support.relay import RelayEnv, settle_in_flight
 from tests.support.servers import ServerThread
 from tests.support.upstreams import FakeAnthropic, FakeUpstream
@@ -139,6 +141,62 @@ def relay_env(transactional_db, tollgate_server, upstream, celery_worker_thread)
             http=http,
         )
     settle_in_flight()
+
+
+@pytest.fixture(scope="session")
+def _media_servers():
+    servers = []
+
+    def start(fake):
+        server = ServerThread(fake).start()
+        fake.base_url = f"{server.url}/v1"
+        fake.root_url = server.url
+        servers.append(server)
+        return fake
+
+    pool = {"media": [start(FakeMedia()), start(FakeMedia())], "cohere": start(FakeCohere())}
+    yield pool
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def media_upstreams(_media_servers):
+    """Two loopback upstreams speaking OpenAI's media endpoints (and Jina's rerank), and
+    one speaking Cohere's v2 rerank, each reset for the test."""
+    for fake in (*_media_servers["media"], _media_servers["cohere"]):
+        fake.reset()
+    return _media_servers
+
+
+@pytest.fixture
+def media_env(relay_env, media_upstreams):
+    """``relay_env`` with the media models priced in its group (``MEDIA_PRICES``) and an
+    OpenAI-compatible channel to a FakeMedia serving them; the official OpenAI client
+    on the key."""
+    for model, (mode, components) in MEDIA_PRICES.items():
+        ModelPriceFactory(group=relay_env.group, model=model, components=components, mode=mode)
+    fake = media_upstreams["media"][0]
+    channel = ChannelFactory(
+        name="media",
+        base_url=fake.base_url,
+        served_models=sorted(MEDIA_PRICES),
+        api_key="sk-upstream-media-abcdef123456",
+    )
+    with openai.OpenAI(
+        base_url=f"{relay_env.url}/v1", api_key=relay_env.key.secret, max_retries=0, timeout=30
+    ) as client:
+        yield MediaEnv(
+            group=relay_env.group,
+            account=relay_env.account,
+            key=relay_env.key,
+            channel=channel,
+            upstream=fake,
+            cohere=media_upstreams["cohere"],
+            url=relay_env.url,
+            http=relay_env.http,
+            client=client,
+        )
 
 
 @pytest.fixture

@@ -31,8 +31,59 @@ DEMO_PRICES = {
     "o4-mini": ("1.10", "4.40", "0.275", None, "4.40"),
     "claude-sonnet-4": ("3.00", "15.00", "0.30", "3.75", None),
     "text-embedding-3-small": ("0.02", "0", None, None, None),
+    "gpt-3.5-turbo-instruct": ("1.50", "2.00", None, None, None),
 }
-DEMO_MODES = {"text-embedding-3-small": ModelPrice.Mode.EMBEDDING}
+DEMO_MODES = {
+    "text-embedding-3-small": ModelPrice.Mode.EMBEDDING,
+    "gpt-3.5-turbo-instruct": ModelPrice.Mode.COMPLETION,
+}
+# The media models, at their list prices, each billed in its own unit.
+_DALL_E_3 = [
+    # (size, quality, USD per image)
+    ("1024x1024", "standard", "0.04"),
+    ("1792x1024", "standard", "0.08"),
+    ("1024x1792", "standard", "0.08"),
+    ("1024x1024", "hd", "0.08"),
+    ("1792x1024", "hd", "0.12"),
+    ("1024x1792", "hd", "0.12"),
+]
+DEMO_MEDIA_PRICES = {
+    "dall-e-3": (
+        ModelPrice.Mode.IMAGE_GENERATION,
+        [{"unit": "image", "rate": r, "size": s, "quality": q} for s, q, r in _DALL_E_3],
+    ),
+    # USD per 1M tokens: text input, cached text input, image input, image output.
+    "gpt-image-1": (
+        ModelPrice.Mode.IMAGE_GENERATION,
+        [
+            {"unit": "input", "rate": "5.00"},
+            {"unit": "cache_read", "rate": "1.25"},
+            {"unit": "image_input", "rate": "10.00"},
+            {"unit": "image_output", "rate": "40.00"},
+        ],
+    ),
+    # $0.006 a minute.
+    "whisper-1": (
+        ModelPrice.Mode.AUDIO_TRANSCRIPTION,
+        [{"unit": "audio_second", "rate": "0.0001"}],
+    ),
+    # USD per 1M tokens: text input, audio input, text output.
+    "gpt-4o-mini-transcribe": (
+        ModelPrice.Mode.AUDIO_TRANSCRIPTION,
+        [
+            {"unit": "input", "rate": "1.25"},
+            {"unit": "audio_input", "rate": "3.00"},
+            {"unit": "output", "rate": "5.00"},
+        ],
+    ),
+    # USD per 1M characters.
+    "tts-1": (ModelPrice.Mode.AUDIO_SPEECH, [{"unit": "character", "rate": "15.00"}]),
+    # $2.00 per 1,000 searches.
+    "rerank-v3.5": (ModelPrice.Mode.RERANK, [{"unit": "search_unit", "rate": "0.002"}]),
+    # Free, and recorded.
+    "omni-moderation-latest": (ModelPrice.Mode.MODERATION, [{"unit": "request", "rate": "0"}]),
+}
+DEMO_MODELS = sorted({*DEMO_PRICES, *DEMO_MEDIA_PRICES})
 DEMO_CREDIT = 10_000_000  # $10.00
 
 
@@ -103,13 +154,16 @@ class Command(BaseCommand):
                     ),
                     mode=DEMO_MODES.get(model, ModelPrice.Mode.CHAT),
                 )
+        for model, (mode, components) in DEMO_MEDIA_PRICES.items():
+            if not ModelPrice.objects.filter(group=group, model=model).exists():
+                model_price_set(group_id=group.pk, model=model, components=components, mode=mode)
 
         mock, _ = Channel.objects.get_or_create(
             name="mock",
-            defaults={"type": MockProvider.name, "served_models": sorted(DEMO_PRICES)},
+            defaults={"type": MockProvider.name, "served_models": DEMO_MODELS},
         )
         # A demo made by an older version serves the models added since, too.
-        missing = set(DEMO_PRICES) - set(mock.served_models)
+        missing = set(DEMO_MODELS) - set(mock.served_models)
         if mock.type == MockProvider.name and missing:
             mock.served_models = sorted({*mock.served_models, *missing})
             mock.save(update_fields=["served_models"])

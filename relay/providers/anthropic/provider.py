@@ -1,7 +1,8 @@
 """An upstream speaking the Anthropic Messages API (``{base_url}/v1/messages``).
 
 ``/v1/messages`` goes as it came and its answers and events come back unchanged;
-chat completions are translated to Messages and back (``chat``).
+chat completions are translated to Messages and back (``chat``), and so are OpenAI's
+Responses API requests (``responses``, through chat completions).
 """
 
 from collections.abc import AsyncIterator
@@ -9,11 +10,12 @@ from typing import Any
 
 import orjson
 
-from ...dialects import CHAT, MESSAGES
+from ...dialects import CHAT, MESSAGES, RESPONSES
 from ...dialects.base import StreamEvent, UpstreamReply
 from .. import client
 from ..base import Call, UpstreamFailure, UpstreamStream, UpstreamStreamError
 from ..http import forwarded_for, probe_get, read_json, send, sse_events
+from . import responses
 from .chat import AnthropicToChat, anthropic_to_chat, chat_to_anthropic
 from .usage import tokens_from_anthropic
 
@@ -23,7 +25,7 @@ ANTHROPIC_VERSION = "2023-06-01"
 class AnthropicProvider:
     name = "anthropic"
     label = "Anthropic Messages"
-    dialects = frozenset({CHAT.name, MESSAGES.name})
+    dialects = frozenset({CHAT.name, MESSAGES.name, RESPONSES.name})
     needs_base_url = True
     charges = True
     forwarded_headers: tuple[str, ...] = ("anthropic-beta", "anthropic-version")
@@ -31,6 +33,9 @@ class AnthropicProvider:
     async def answer(self, call: Call) -> UpstreamReply:
         if call.dialect == MESSAGES.name:
             return await self._message(call, call.body)
+        if call.dialect == RESPONSES.name:
+            request = responses.responses_to_anthropic(call.body)
+            return await responses.answer(call, request, lambda body: self._message(call, body))
         # Content Anthropic cannot take is the caller's to fix: the ApiError is
         # answered as a 400 before anything reaches the upstream, and nothing is charged.
         reply = await self._message(call, chat_to_anthropic(call.body, call.body["model"]))
@@ -40,6 +45,10 @@ class AnthropicProvider:
     async def stream(self, call: Call) -> UpstreamStream:
         if call.dialect == MESSAGES.name:
             return await self._events(call, call.body)
+        if call.dialect == RESPONSES.name:
+            request = responses.responses_to_anthropic(call.body)
+            chunks = ChunksFromEvents(await self._events(call, request.body))
+            return responses.stream(call, request, chunks)
         return ChunksFromEvents(
             await self._events(call, chat_to_anthropic(call.body, call.body["model"]))
         )

@@ -1,0 +1,135 @@
+"""OpenAI's Responses API on Anthropic channels: the request translated to Messages
+through chat completions (``providers.openai.responses``, then ``chat``), the answer
+and the events back the same way.
+
+Two settings have no direct counterpart:
+
+- Structured output. A ``json_schema`` format becomes a tool with that schema as
+  its input that the model is made to call; the call's input is answered as the
+  response's text. It cannot be combined with the request's own tools, and it
+  turns extended thinking off (Anthropic refuses thinking with a forced tool).
+  ``json_object`` asks for one JSON object in the system prompt.
+- ``reasoning.effort`` turns on extended thinking, with a budget by effort (low
+  1,024 tokens, medium 4,096, high 16,384, xhigh 32,768) of at most half the output
+  limit, and none below Anthropic's minimum of 1,024; temperature and top_p are
+  then left to Anthropic's defaults, as it requires. The thinking comes back as the
+  response's reasoning summary; its signature is not kept, so a later turn sends
+  no thinking back.
+"""
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ...dialects.base import StreamEvent, UpstreamReply
+from ...errors import cannot_send
+from ...fields import as_dict, as_list, as_str
+from ..base import Call, UpstreamStream
+from ..openai.responses import ResponsesFromChat, reply_from_chat, responses_to_chat
+from .chat import anthropic_to_chat, chat_to_anthropic
+
+THINKING_BUDGETS = {"low": 1024, "medium": 4096, "high": 16384, "xhigh": 32768}
+MIN_THINKING = 1024
+JSON_OBJECT = "Reply with a single JSON object and nothing else."
+# Settings of the chat request that mean something else to Anthropic, or nothing.
+_NOT_FOR_ANTHROPIC = ("service_tier", "response_format", "reasoning_effort", "logprobs")
+
+
+@dataclass(frozen=True, slots=True)
+class MessagesRequest:
+    """The Messages request, and the tool standing in for a ``json_schema`` format."""
+
+    body: dict[str, Any]
+    schema_tool: str | None = None
+
+
+def responses_to_anthropic(body: dict[str, Any]) -> MessagesRequest:
+    """A Responses request as a Messages request; raises ApiError (400) for what
+    cannot be sent."""
+    chat = responses_to_chat(body)
+    for name in _NOT_FOR_ANTHROPIC:
+        chat.pop(name, None)
+    out = chat_to_anthropic(chat, body["model"])
+    fmt = as_dict(as_dict(body.get("text")).get("format"))
+    schema_tool = None
+    if fmt.get("type") == "json_schema":
+        if out.get("tools"):
+            raise cannot_send("A `json_schema` text format together with tools", "text.format")
+        schema_tool = as_str(fmt.get("name")) or "json_response"
+        out["tools"] = [
+            {
+                "name": schema_tool,
+                "description": as_str(fmt.get("description")) or "Answer with this JSON.",
+                "input_schema": as_dict(fmt.get("schema")),
+            }
+        ]
+        out["tool_choice"] = {"type": "tool", "name": schema_tool}
+    elif fmt.get("type") == "json_object":
+        out["system"] = "\n\n".join(s for s in (as_str(out.get("system")), JSON_OBJECT) if s)
+    effort = as_str(as_dict(body.get("reasoning")).get("effort"))
+    budget = min(THINKING_BUDGETS.get(effort, 0), out["max_tokens"] // 2)
+    if schema_tool is None and budget >= MIN_THINKING:
+        out["thinking"] = {"type": "enabled", "budget_tokens": budget}
+        out.pop("temperature", None)
+        out.pop("top_p", None)
+    return MessagesRequest(body=out, schema_tool=schema_tool)
+
+
+def _schema_as_text(chunk: dict[str, Any]) -> dict[str, Any]:
+    """A chat completion or chunk whose call of the schema tool is its text."""
+    choices = []
+    for choice in as_list(chunk.get("choices")):
+        choice = dict(as_dict(choice))
+        for key in ("message", "delta"):
+            if key not in choice:
+                continue
+            message = dict(as_dict(choice[key]))
+            calls = message.pop("tool_calls", None)
+            text = "".join(
+                as_str(as_dict(as_dict(call).get("function")).get("arguments"))
+                for call in as_list(calls)
+            )
+            if text:
+                message["content"] = as_str(message.get("content")) + text
+            choice[key] = message
+        if choice.get("finish_reason") == "tool_calls":
+            choice["finish_reason"] = "stop"
+        choices.append(choice)
+    return {**chunk, "choices": choices}
+
+
+async def answer(
+    call: Call,
+    request: MessagesRequest,
+    message: Callable[[dict[str, Any]], Awaitable[UpstreamReply]],
+) -> UpstreamReply:
+    """The response to ``request``, sent by ``message`` (a Messages call)."""
+    reply = await message(request.body)
+    chat = anthropic_to_chat(reply.body)
+    if request.schema_tool is not None:
+        chat = _schema_as_text(chat)
+    translated = UpstreamReply(body=chat, upstream_usage=None, tokens=reply.tokens)
+    return reply_from_chat(translated, call.body, call.model)
+
+
+class _SchemaAsText:
+    """Chunks whose call of the schema tool streams as text."""
+
+    def __init__(self, chunks: UpstreamStream) -> None:
+        self._chunks = chunks
+
+    async def __aiter__(self) -> AsyncIterator[StreamEvent]:
+        async for event in self._chunks:
+            yield StreamEvent(
+                data=_schema_as_text(event.data), usage=event.usage, usage_final=event.usage_final
+            )
+
+    async def aclose(self) -> None:
+        await self._chunks.aclose()
+
+
+def stream(call: Call, request: MessagesRequest, chunks: UpstreamStream) -> UpstreamStream:
+    """The Messages stream, already seen as chat chunks, as Responses API events."""
+    if request.schema_tool is not None:
+        chunks = _SchemaAsText(chunks)
+    return ResponsesFromChat(chunks, call.body, call.model)
