@@ -27,6 +27,7 @@ pico-USD, half-up. Holds are sized from the same components (the dearest rate th
 request can reach) and rounded up to the micro-USD.
 """
 
+from bisect import bisect_left
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -314,6 +315,12 @@ class Price:
     # for the units whose fallback chain has no conditional component: most prices
     # have none, and then billing looks nothing up.
     static: Mapping[str, Any] = field(init=False, repr=False, compare=False)
+    # The context tiers' thresholds, ascending, and the dearest rates worked out for
+    # holds, by (units, tiers passed).
+    tiers: tuple[int, ...] = field(init=False, repr=False, compare=False)
+    _dearest_known: dict[tuple[tuple[str, ...], int], int] = field(
+        init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         keys = [c.key for c in self.components]
@@ -344,6 +351,10 @@ class Price:
             if all(c.plain for n in chain for c in grouped.get(n, ())):
                 static[unit] = next((grouped[n][0] for n in chain if n in grouped), None)
         object.__setattr__(self, "static", static)
+        object.__setattr__(
+            self, "tiers", tuple(sorted({c.above for c in self.components if c.above}))
+        )
+        object.__setattr__(self, "_dearest_known", {})
 
     # -- building -------------------------------------------------------------------
 
@@ -421,10 +432,19 @@ class Price:
             return raw * numerator
         return (2 * raw * numerator + denominator) // (2 * denominator)
 
-    def _dearest(self, units: Iterable[str], prompt: int) -> int:
+    def _dearest(self, units: tuple[str, ...], prompt: int) -> int:
         """The dearest pico rate among ``units`` (and the kinds they fall back to) for
         any request whose prompt is at most ``prompt`` tokens, whatever its other
-        facts."""
+        facts. It depends on the prompt only through the tiers it passes, so it is
+        worked out once per tier (every request is held)."""
+        tier = bisect_left(self.tiers, prompt)
+        known = self._dearest_known.get((units, tier))
+        if known is None:
+            known = self._dearest_at(units, self.tiers[tier - 1] + 1 if tier else 0)
+            self._dearest_known[(units, tier)] = known
+        return known
+
+    def _dearest_at(self, units: tuple[str, ...], prompt: int) -> int:
         best = 0
         for unit in units:
             name: str | None = unit

@@ -46,13 +46,23 @@ UNIT_COLUMNS = (
 
 
 def unit_columns(units: Units) -> dict[str, Any]:
-    """The record's columns for ``units``."""
-    fields: dict[str, Any] = {column: getattr(units, f) for f, column in TOKEN_COLUMNS.items()}
-    fields["images"] = units.image_count
-    fields["audio_ms"] = units.audio_ms
-    fields["characters"] = units.characters
-    fields["search_units"] = units.search_units
-    fields["tool_calls"] = units.tool_call_count
+    """The record's columns for ``units``, those not at their default (zero, or no
+    details): every request writes them, and most of the units are zero."""
+    fields: dict[str, Any] = {}
+    for f, column in TOKEN_COLUMNS.items():
+        count = getattr(units, f)
+        if count:
+            fields[column] = count
+    if units.images:
+        fields["images"] = units.image_count
+    if units.audio_ms:
+        fields["audio_ms"] = units.audio_ms
+    if units.characters:
+        fields["characters"] = units.characters
+    if units.search_units:
+        fields["search_units"] = units.search_units
+    if units.tool_calls:
+        fields["tool_calls"] = units.tool_call_count
     details: dict[str, Any] = {}
     if units.images:
         details["images"] = {f"{s}/{q}": n for s, q, n in units.images}
@@ -60,7 +70,8 @@ def unit_columns(units: Units) -> dict[str, Any]:
         details["tool_calls"] = dict(units.tool_calls)
     if units.service_tier:
         details["service_tier"] = units.service_tier
-    fields["unit_details"] = details
+    if details:
+        fields["unit_details"] = details
     return fields
 
 

@@ -62,15 +62,13 @@ async def usage_record_finish_async(**fields: Any) -> int:
     """``usage_record_finish`` for the relay's event loop: on PostgreSQL, written
     with the records of other requests finishing at the same time (see
     ``_insert_group``) on the loop's own connection (``core.adb``); elsewhere the
-    synchronous version on a database thread."""
+    synchronous version on a database thread. A column the fields leave out takes
+    its default (most of the units a request is billed in are zero)."""
     if not adb.enabled():
         return await db(usage_record_finish)(**fields)
     if fields.get("hold_id") is None:
         raise ValueError("the relay's usage records have a hold")
-    record = {
-        name: fields[name] if name in fields else default() for name, default in _ASYNC_COLUMNS
-    }
-    return await adb.grouped("usage", record, _insert_group)
+    return await adb.grouped("usage", fields, _insert_group)
 
 
 @functools.cache
@@ -78,9 +76,14 @@ def _insert_group_statement() -> str:
     quote = connection.ops.quote_name
     table = quote(UsageRecord._meta.db_table)
     columns = ", ".join(quote(f.column) for f in _INSERT_FIELDS)
+    # The columns' defaults as a row of the table's type: what a record leaves out.
+    # Sent with the statement once (it is prepared), not with every record.
+    defaults = orjson.dumps({name: default() for name, default in _ASYNC_COLUMNS}).decode()
+    assert "'" not in defaults
     return (
         f"INSERT INTO {table} ({columns}) SELECT {columns} "  # noqa: S608
-        f"FROM json_populate_recordset(NULL::{table}, %s::json) RETURNING id, hold_id"
+        f"FROM json_populate_recordset(json_populate_record(NULL::{table}, '{defaults}'::json), "
+        "%s::json) RETURNING id, hold_id"
     )
 
 

@@ -79,14 +79,14 @@ def charges(request: "RelayRequest", outcome: "Outcome") -> tuple[Units, Bill | 
     if outcome.status not in CHARGED or request.hold_id is None:
         return Units(), None, 0
     route = outcome.route or request.routes[0]
-    channel = outcome.channel
     units = outcome.tokens
-    upstream_cost = 0
-    if channel is not None and route.model in channel.cost_prices:
-        upstream_cost = channel.cost_prices[route.model].cost(units)
     if outcome.bill is None:
         outcome.bill = route.price.bill(units)
-    return units, outcome.bill, upstream_cost
+    if outcome.upstream_cost is None:
+        channel = outcome.channel
+        prices = channel.cost_prices if channel is not None else {}
+        outcome.upstream_cost = prices[route.model].cost(units) if route.model in prices else 0
+    return units, outcome.bill, outcome.upstream_cost
 
 
 async def finish(request: "RelayRequest", outcome: "Outcome") -> tuple[int | None, int]:

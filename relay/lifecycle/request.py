@@ -80,6 +80,8 @@ class Outcome:
     # The bill of ``tokens`` at the route's price, once it was made (the answer
     # carries its cost before the request ends).
     bill: Bill | None = None
+    # What the channel's upstream charges for it, pico-USD, once it was made.
+    upstream_cost: int | None = None
     # The answer served, for a dialect that keeps it (``Dialect.keeps``).
     answer: dict[str, Any] | None = None
 
