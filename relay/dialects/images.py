@@ -43,6 +43,10 @@ EDIT_FORMATS = ("png", "jpeg", "webp")
 # Image output tokens held for per image asked for: GPT Image 1 at high quality
 # spends 6,240 on its largest standard size.
 IMAGE_OUTPUT_RESERVE = 8192
+# Image input tokens held for per uploaded image (and mask) of an edit: GPT Image 1
+# reads a picture as a few 512-pixel tiles, and at high input fidelity adds up to
+# 6,240 more.
+IMAGE_INPUT_RESERVE = 8192
 # Size and quality by model family when the request gives none, longest prefix first.
 FAMILY_DEFAULTS = (
     ("dall-e-2", ("1024x1024", "standard")),
@@ -207,7 +211,11 @@ class ImageEdits(Images):
         return _params(model, n, size, quality, stored_text(user))
 
     def prompt_estimate(self, raw: Body, body: dict[str, Any]) -> int:
-        return form_prompt_estimate(body)
+        """The text fields' tokens and, for the models that bill pictures read as
+        tokens, the most each uploaded image and the mask may count as: the hold
+        then covers an edit of many large images."""
+        pictures = len(uploads_of(body, "image")) + (body.get("mask") is not None)
+        return form_prompt_estimate(body) + pictures * IMAGE_INPUT_RESERVE
 
 
 IMAGE_GENERATIONS = ImageGenerations()

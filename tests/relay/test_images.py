@@ -6,7 +6,8 @@ import base64
 import openai
 import pytest
 
-from tests.support.factories import ChannelFactory
+from billing.models import Hold
+from tests.support.factories import AccountFactory, ApiKeyFactory, ChannelFactory
 from tests.support.media import jpeg_bytes, money, png, settled, wav
 from tests.support.relay import error_of
 from tests.support.waiting import wait_for
@@ -262,3 +263,40 @@ def test_an_upstream_refusal_reaches_the_client_and_costs_nothing(media_env):
     # The hold is released by the refusal's settlement.
     wait_for(lambda: media_env.refresh().held == 0)
     assert media_env.refresh().balance == before.balance
+
+
+def test_an_edits_hold_covers_the_images_it_uploads(media_env):
+    # Sixteen pictures read as tokens: 16 x 6,240 image input tokens at $10/M and one
+    # 1024x1024 image out at $40/M, $1.164 in all.
+    media_env.upstream.then(
+        usage={
+            "input_tokens": 16 * 6240 + 9,
+            "input_tokens_details": {"text_tokens": 9, "image_tokens": 16 * 6240},
+            "output_tokens": 4160,
+        }
+    )
+    pictures = [(f"{i}.png", png(4), "image/png") for i in range(16)]
+
+    media_env.client.images.edit(
+        model="gpt-image-1",
+        image=pictures,
+        prompt="Make them one",
+        extra_headers={"x-request-id": "img-many"},
+    )
+
+    record = settled("img-many")
+    assert record.image_input_tokens == 16 * 6240
+    assert record.cost_pico == (9 * 5 + 16 * 6240 * 10 + 4160 * 40) * 10**6
+    hold = Hold.objects.get(request_id="img-many")
+    assert hold.amount * 10**6 >= record.cost_pico
+
+    # So an account with $1 may edit one picture, but not sixteen.
+    poorer = ApiKeyFactory(account=AccountFactory(price_group=media_env.group, credit=1_000_000))
+    with openai.OpenAI(
+        base_url=f"{media_env.url}/v1", api_key=poorer.secret, max_retries=0
+    ) as client:
+        client.images.edit(model="gpt-image-1", image=pictures[:1], prompt="Brighter")
+        with pytest.raises(openai.PermissionDeniedError) as refused:
+            client.images.edit(model="gpt-image-1", image=pictures, prompt="Make them one")
+    assert refused.value.code == "insufficient_balance"
+    assert media_env.upstream.calls == 2
