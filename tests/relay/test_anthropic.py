@@ -15,6 +15,7 @@ from relay.providers.openai import messages as messages_over_chat
 from relay.selectors import channel_cache_invalidate
 from tests.support.factories import ChannelFactory, ModelPriceFactory
 from tests.support.relay import WEATHER
+from tests.support.upstreams import THOUGHT, signature
 from tests.support.waiting import wait_for
 from usage.models import UsageRecord
 
@@ -681,3 +682,89 @@ def test_a_native_anthropic_stream_passes_events_through_and_ends_with_the_cost(
     assert final["delta"]["stop_reason"] == "end_turn"
     assert final["usage"]["output_tokens"] == 120
     assert final["usage"]["cost"] == pico_to_usd(record.cost_pico) == micro_to_usd(3645)
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["answer", "stream"])
+def test_signed_thinking_comes_back_with_chat_completions_and_goes_back_to_anthropic(
+    relay_env, anthropic_upstream, claude, streamed
+):
+    client = openai.OpenAI(
+        base_url=f"{relay_env.url}/v1", api_key=relay_env.key.secret, max_retries=0
+    )
+    thinking = {"thinking": {"type": "enabled", "budget_tokens": 1024}}
+    asked = [{"role": "user", "content": "Weather in Paris?"}]
+    first = client.chat.completions.create(
+        model="claude-sonnet-4",
+        messages=asked,
+        tools=TOOLS,
+        max_tokens=4096,
+        stream=streamed,
+        extra_body=thinking,
+    )
+    if streamed:
+        deltas = [c.choices[0].delta for c in first if c.choices]
+        reasoning = "".join(d.model_extra.get("reasoning_content") or "" for d in deltas)
+        blocks = [b for d in deltas for b in d.model_extra.get("thinking_blocks") or []]
+        calls = [d.tool_calls[0] for d in deltas if d.tool_calls]
+        call = {"id": calls[0].id, "name": calls[0].function.name}
+        arguments = "".join(c.function.arguments for c in calls)
+    else:
+        message = first.choices[0].message
+        reasoning = message.model_extra["reasoning_content"]
+        blocks = message.model_extra["thinking_blocks"]
+        call = {"id": message.tool_calls[0].id, "name": message.tool_calls[0].function.name}
+        arguments = message.tool_calls[0].function.arguments
+    assert reasoning == THOUGHT
+    # The whole block, signature included, as Anthropic sent it.
+    assert blocks == [{"type": "thinking", "thinking": THOUGHT, "signature": signature(THOUGHT)}]
+
+    answer = client.chat.completions.create(
+        model="claude-sonnet-4",
+        messages=[
+            *asked,
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": call["id"],
+                        "type": "function",
+                        "function": {"name": call["name"], "arguments": arguments},
+                    }
+                ],
+                "thinking_blocks": blocks,
+            },
+            {"role": "tool", "tool_call_id": call["id"], "content": "18C"},
+        ],
+        tools=TOOLS,
+        max_tokens=4096,
+        extra_body=thinking,
+    )
+
+    assert answer.choices[0].message.content == "Bonjour from Claude."
+    sent = anthropic_upstream.requests[-1]["json"]["messages"][1]["content"]
+    assert [b["type"] for b in sent] == ["thinking", "tool_use"]
+    assert sent[0]["signature"] == signature(THOUGHT)
+
+
+def test_a_thinking_block_without_its_signature_is_a_400_before_anthropic(
+    relay_env, anthropic_upstream, claude
+):
+    client = openai.OpenAI(
+        base_url=f"{relay_env.url}/v1", api_key=relay_env.key.secret, max_retries=0
+    )
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.chat.completions.create(
+            model="claude-sonnet-4",
+            messages=[
+                {"role": "user", "content": "Hi"},
+                {
+                    "role": "assistant",
+                    "content": "Hello",
+                    "thinking_blocks": [{"type": "thinking", "thinking": "hm"}],
+                },
+                {"role": "user", "content": "Again"},
+            ],
+        )
+    assert refused.value.param == "messages[1].thinking_blocks[0]"
+    assert anthropic_upstream.calls == 0

@@ -11,10 +11,11 @@ from billing.pricing import Price, token_components
 from core.money import Units, pico_to_usd
 from relay.dialects.responses import RESPONSES
 from relay.errors import ApiError
-from relay.providers.openai.responses import ChatToResponses, responses_to_chat
+from relay.providers.openai.responses import ChatToResponses, responses_to_chat, thinking_content
 from relay.tokens import count_text
 from tests.support.relay import error_of
 from tests.support.responses import WEATHER_FN, client_for, post, settled, stream, typed_events
+from tests.support.upstreams import THOUGHT, signature
 from tests.support.waiting import wait_for
 
 MINI = Price.of(model="gpt-4o-mini", components=token_components(input="0.15", output="0.60"))
@@ -522,3 +523,110 @@ def test_translated_refusals_reach_the_official_client_as_bad_requests(relay_env
             model="gpt-4o-mini", input="Hi", tools=[{"type": "code_interpreter", "container": "c"}]
         )
     assert refused.value.body["param"] == "tools[0].type"
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["answer", "stream"])
+def test_thinking_goes_back_to_anthropic_with_a_tool_calls_answer(
+    relay_env, claude_channel, anthropic_upstream, streamed
+):
+    client = client_for(relay_env)
+    settings = {
+        "model": "claude-sonnet-4",
+        "tools": [WEATHER_FN],
+        "reasoning": {"effort": "low"},
+        "max_output_tokens": 4096,
+    }
+
+    def create(**body):
+        if not streamed:
+            return client.responses.create(**settings, **body)
+        with client.responses.stream(**settings, **body) as events:
+            return events.get_final_response()
+
+    anthropic_upstream.then(redacted=True)
+    first = create(input="Weather in Paris?")
+    reasoning, call = first.output[0], first.output[-1]
+    assert reasoning.type == "reasoning" and reasoning.summary[0].text == THOUGHT
+    assert reasoning.encrypted_content and call.type == "function_call"
+
+    # The output sent back as the next input, as the Agents SDK and Codex do.
+    answer = create(
+        input=[
+            {"role": "user", "content": "Weather in Paris?"},
+            *(item.model_dump(exclude_none=True) for item in first.output),
+            {"type": "function_call_output", "call_id": call.call_id, "output": "18C"},
+        ]
+    )
+    assert answer.output_text == "Bonjour from Claude."
+    sent = anthropic_upstream.requests[-1]["json"]
+    assert sent["thinking"] == {"type": "enabled", "budget_tokens": 1024}
+    turn = sent["messages"][1]
+    assert turn["role"] == "assistant"
+    assert turn["content"][:2] == [
+        {"type": "thinking", "thinking": THOUGHT, "signature": signature(THOUGHT)},
+        {"type": "redacted_thinking", "data": "EmwKAhgBEgy3"},
+    ]
+    assert turn["content"][2]["type"] == "tool_use"
+
+    # Or by naming the response this gateway kept.
+    answer = create(
+        previous_response_id=first.id,
+        input=[{"type": "function_call_output", "call_id": call.call_id, "output": "18C"}],
+    )
+    assert answer.output_text == "Bonjour from Claude."
+    assert anthropic_upstream.requests[-1]["json"]["messages"][1] == turn
+
+
+def test_a_tool_answer_without_its_thinking_goes_to_anthropic_with_thinking_off(
+    relay_env, claude_channel, anthropic_upstream
+):
+    answer = client_for(relay_env).responses.create(
+        model="claude-sonnet-4",
+        tools=[WEATHER_FN],
+        reasoning={"effort": "low"},
+        max_output_tokens=4096,
+        temperature=0.2,
+        input=[
+            {"role": "user", "content": "Weather in Paris?"},
+            {
+                "type": "function_call",
+                "call_id": "toolu_01",
+                "name": "get_weather",
+                "arguments": '{"city": "Paris"}',
+            },
+            {"type": "function_call_output", "call_id": "toolu_01", "output": "18C"},
+        ],
+    )
+
+    assert answer.output_text == "Bonjour from Claude."
+    sent = anthropic_upstream.requests[-1]["json"]
+    assert "thinking" not in sent and sent["temperature"] == 0.2
+    assert [b["type"] for b in sent["messages"][1]["content"]] == ["tool_use"]
+
+
+def test_thinking_blocks_go_to_no_chat_upstream(relay_env, upstream):
+    thought = {"type": "thinking", "thinking": THOUGHT, "signature": signature(THOUGHT)}
+    body = {
+        "model": "gpt-4o-mini",
+        "input": [
+            {"role": "user", "content": "Weather in Paris?"},
+            {
+                "type": "reasoning",
+                "id": "rs_1",
+                "summary": [],
+                "encrypted_content": thinking_content([thought]),
+            },
+            {"role": "assistant", "content": "It is sunny."},
+            {"role": "user", "content": "Thanks"},
+        ],
+    }
+    assert responses_to_chat(body)["messages"] == [
+        {"role": "user", "content": "Weather in Paris?"},
+        {"role": "assistant", "content": "It is sunny."},
+        {"role": "user", "content": "Thanks"},
+    ]
+    assert responses_to_chat(body, keep_thinking=True)["messages"][1] == {
+        "role": "assistant",
+        "content": None,
+        "thinking_blocks": [thought],
+    }

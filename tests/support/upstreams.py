@@ -16,6 +16,7 @@ options work here too); a test can queue behaviours for the next requests:
 
 import asyncio
 import collections
+import hashlib
 import threading
 from typing import Any
 
@@ -193,10 +194,45 @@ async def _send_json(send, status: int, payload: Any) -> None:
     await send({"type": "http.response.body", "body": orjson.dumps(payload)})
 
 
+THOUGHT = "The user wants the weather."
+
+
+def signature(thinking: str) -> str:
+    return "sig-" + hashlib.sha256(thinking.encode()).hexdigest()[:24]
+
+
+def _thinking_refusal(body: dict[str, Any]) -> str | None:
+    """Anthropic's checks of the thinking a request sends back: every block signed by
+    this upstream, and with thinking on, an assistant turn that called tools beginning
+    with its thinking."""
+    assistant = [m for m in body["messages"] if m["role"] == "assistant"]
+    for message in assistant:
+        for block in message["content"] if isinstance(message["content"], list) else []:
+            if block.get("type") == "thinking" and block.get("signature") != signature(
+                block.get("thinking", "")
+            ):
+                return "Invalid `signature` in `thinking` block"
+    if (body.get("thinking") or {}).get("type") != "enabled" or not assistant:
+        return None
+    last = assistant[-1]["content"]
+    if isinstance(last, list) and any(b.get("type") == "tool_use" for b in last):
+        if last[0].get("type") not in ("thinking", "redacted_thinking"):
+            return (
+                "messages.1.content.0.type: Expected `thinking` or `redacted_thinking`, but "
+                "found `tool_use`. When `thinking` is enabled, a final `assistant` message "
+                "must start with a thinking block (preceeding the lastmost set of `tool_use` "
+                "and `tool_result` blocks). To avoid this requirement, disable `thinking`."
+            )
+    return None
+
+
 class FakeAnthropic(FakeUpstream):
     """An upstream speaking the Anthropic Messages API, written out by hand here (not
     produced by the gateway's own translators). Scriptable as the OpenAI fake, plus
-    ``usage``: the usage object to report (cache reads and writes included)."""
+    ``usage``: the usage object to report (cache reads and writes included), and
+    ``redacted``: a redacted thinking block after the thinking. With thinking on it
+    thinks first (``THOUGHT``, signed), and it checks the thinking sent back as
+    Anthropic does (``_thinking_refusal``)."""
 
     async def __call__(self, scope, receive, send) -> None:
         chunks = []
@@ -225,6 +261,11 @@ class FakeAnthropic(FakeUpstream):
             )
             await _send_json(send, status, payload)
             return
+        refusal = _thinking_refusal(body)
+        if refusal is not None:
+            error = {"type": "invalid_request_error", "message": refusal}
+            await _send_json(send, 400, {"type": "error", "error": error})
+            return
         usage = behaviour.get(
             "usage",
             {
@@ -250,6 +291,10 @@ class FakeAnthropic(FakeUpstream):
         else:
             content = [{"type": "text", "text": "Bonjour from Claude."}]
             stop = "end_turn"
+        if (body.get("thinking") or {}).get("type") == "enabled":
+            thought = {"type": "thinking", "thinking": THOUGHT, "signature": signature(THOUGHT)}
+            redacted = [{"type": "redacted_thinking", "data": "EmwKAhgBEgy3"}]
+            content = [thought, *(redacted if behaviour.get("redacted") else []), *content]
         message = {
             "id": "msg_01",
             "type": "message",
@@ -286,7 +331,32 @@ class FakeAnthropic(FakeUpstream):
         )
         await emit({"type": "ping"})
         for index, block in enumerate(content):
-            if block["type"] == "text":
+            if block["type"] == "thinking":
+                await emit(
+                    {
+                        "type": "content_block_start",
+                        "index": index,
+                        "content_block": {"type": "thinking", "thinking": ""},
+                    }
+                )
+                for piece in ("The user wants", " the weather."):
+                    await emit(
+                        {
+                            "type": "content_block_delta",
+                            "index": index,
+                            "delta": {"type": "thinking_delta", "thinking": piece},
+                        }
+                    )
+                await emit(
+                    {
+                        "type": "content_block_delta",
+                        "index": index,
+                        "delta": {"type": "signature_delta", "signature": block["signature"]},
+                    }
+                )
+            elif block["type"] == "redacted_thinking":
+                await emit({"type": "content_block_start", "index": index, "content_block": block})
+            elif block["type"] == "text":
                 await emit(
                     {
                         "type": "content_block_start",

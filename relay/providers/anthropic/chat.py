@@ -3,6 +3,12 @@ Anthropic channel: requests to Messages requests, answers and stream events back
 chat completions. Usage is mapped so that each token lands in one kind: Anthropic's
 ``input_tokens`` excludes cache reads and writes, OpenAI's ``prompt_tokens``
 includes them.
+
+Extended thinking comes back as ``reasoning_content`` (its text) and
+``thinking_blocks`` (the blocks as Anthropic sent them, with their signatures; in a
+stream, each block whole once its signature arrives). An assistant message sent with
+``thinking_blocks`` gives them back to Anthropic ahead of its text and tool calls, as
+it requires for a tool call's answer when thinking is on.
 """
 
 import time
@@ -80,6 +86,31 @@ def _blocks(content: Any, where: str) -> list[dict[str, Any]]:
     return blocks
 
 
+def thinking_blocks(value: Any, where: str) -> list[dict[str, Any]]:
+    """An assistant message's ``thinking_blocks`` as Messages blocks; raises ApiError
+    (400) for one that is not a thinking block with its signature or a redacted one."""
+    blocks = []
+    for i, block in enumerate(as_list(value)):
+        block = as_dict(block)
+        kind = block.get("type")
+        if kind == "thinking" and _texts(block, "thinking", "signature"):
+            blocks.append(
+                {"type": "thinking", "thinking": block["thinking"], "signature": block["signature"]}
+            )
+        elif kind == "redacted_thinking" and _texts(block, "data"):
+            blocks.append({"type": "redacted_thinking", "data": block["data"]})
+        else:
+            raise cannot_send(
+                "A thinking block without its `signature` (or a redacted one without `data`)",
+                f"{where}[{i}]",
+            )
+    return blocks
+
+
+def _texts(block: dict[str, Any], *names: str) -> bool:
+    return all(isinstance(block.get(name), str) for name in names)
+
+
 def _append(messages: list[dict[str, Any]], role: str, blocks: list[dict[str, Any]]) -> None:
     """Anthropic wants user and assistant turns to alternate: merge neighbours."""
     if not blocks:
@@ -125,7 +156,10 @@ def chat_to_anthropic(body: dict[str, Any], model: str) -> dict[str, Any]:
             }
             _append(messages, "user", [result])
         elif role == "assistant":
-            blocks = _blocks(content, f"messages[{i}].content")
+            blocks = thinking_blocks(
+                message.get("thinking_blocks"), f"messages[{i}].thinking_blocks"
+            )
+            blocks += _blocks(content, f"messages[{i}].content")
             if as_str(message.get("refusal")):
                 blocks.append({"type": "text", "text": message["refusal"]})
             calls = as_list(message.get("tool_calls"))
@@ -205,7 +239,7 @@ def openai_usage(usage: dict[str, Any]) -> dict[str, Any]:
 
 
 def anthropic_to_chat(message: dict[str, Any]) -> dict[str, Any]:
-    text, reasoning, calls = [], [], []
+    text, reasoning, calls, thinking = [], [], [], []
     for block in as_list(message.get("content")):
         block = as_dict(block)
         kind = block.get("type")
@@ -213,6 +247,15 @@ def anthropic_to_chat(message: dict[str, Any]) -> dict[str, Any]:
             text.append(as_str(block.get("text")))
         elif kind == "thinking":
             reasoning.append(as_str(block.get("thinking")))
+            thinking.append(
+                {
+                    "type": "thinking",
+                    "thinking": as_str(block.get("thinking")),
+                    "signature": as_str(block.get("signature")),
+                }
+            )
+        elif kind == "redacted_thinking":
+            thinking.append({"type": "redacted_thinking", "data": as_str(block.get("data"))})
         elif kind == "tool_use":
             calls.append(
                 {
@@ -227,6 +270,8 @@ def anthropic_to_chat(message: dict[str, Any]) -> dict[str, Any]:
     reply: dict[str, Any] = {"role": "assistant", "content": "".join(text) if text else None}
     if reasoning:
         reply["reasoning_content"] = "".join(reasoning)
+    if thinking:
+        reply["thinking_blocks"] = thinking
     if calls:
         reply["tool_calls"] = calls
     result: dict[str, Any] = {
@@ -256,6 +301,8 @@ class AnthropicToChat:
         self.usage: dict[str, Any] = {}
         self.tool_index: dict[int, int] = {}
         self.finish: str | None = None
+        # Anthropic block index -> the thinking text streamed so far
+        self.thinking: dict[int, list[str]] = {}
 
     def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
         return {**self.base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
@@ -274,7 +321,12 @@ class AnthropicToChat:
             yield self._chunk({"role": "assistant", "content": ""})
         elif kind == "content_block_start":
             block = as_dict(event.get("content_block"))
-            if block.get("type") == "tool_use":
+            if block.get("type") == "thinking":
+                self.thinking[as_int(event.get("index"))] = [as_str(block.get("thinking"))]
+            elif block.get("type") == "redacted_thinking":
+                redacted = {"type": "redacted_thinking", "data": as_str(block.get("data"))}
+                yield self._chunk({"thinking_blocks": [redacted]})
+            elif block.get("type") == "tool_use":
                 index = self.tool_index[as_int(event.get("index"))] = len(self.tool_index)
                 yield self._chunk(
                     {
@@ -294,7 +346,16 @@ class AnthropicToChat:
             if dtype == "text_delta":
                 yield self._chunk({"content": as_str(delta.get("text"))})
             elif dtype == "thinking_delta":
-                yield self._chunk({"reasoning_content": as_str(delta.get("thinking"))})
+                text = as_str(delta.get("thinking"))
+                self.thinking.setdefault(as_int(event.get("index")), []).append(text)
+                yield self._chunk({"reasoning_content": text})
+            elif dtype == "signature_delta":
+                block = {
+                    "type": "thinking",
+                    "thinking": "".join(self.thinking.pop(as_int(event.get("index")), [])),
+                    "signature": as_str(delta.get("signature")),
+                }
+                yield self._chunk({"thinking_blocks": [block]})
             elif dtype == "input_json_delta":
                 index = self.tool_index.get(as_int(event.get("index")), 0)
                 yield self._chunk(

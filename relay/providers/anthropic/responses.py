@@ -13,8 +13,12 @@ Two settings have no direct counterpart:
   1,024 tokens, medium 4,096, high 16,384, xhigh 32,768) of at most half the output
   limit, and none below Anthropic's minimum of 1,024; temperature and top_p are
   then left to Anthropic's defaults, as it requires. The thinking comes back as the
-  response's reasoning summary; its signature is not kept, so a later turn sends
-  no thinking back.
+  response's reasoning summary, and the signed blocks in the reasoning item's
+  ``encrypted_content``: a later turn that sends the item back (or names the
+  response by ``previous_response_id``) gives Anthropic its thinking back, which it
+  requires before a tool call's answer. A turn that answers a tool call whose
+  thinking did not come back is sent with thinking off (Anthropic's way out), and
+  with thinking off no thinking is sent back.
 """
 
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -46,7 +50,7 @@ class MessagesRequest:
 def responses_to_anthropic(body: dict[str, Any]) -> MessagesRequest:
     """A Responses request as a Messages request; raises ApiError (400) for what
     cannot be sent."""
-    chat = responses_to_chat(body)
+    chat = responses_to_chat(body, keep_thinking=True)
     for name in _NOT_FOR_ANTHROPIC:
         chat.pop(name, None)
     out = chat_to_anthropic(chat, body["model"])
@@ -68,11 +72,43 @@ def responses_to_anthropic(body: dict[str, Any]) -> MessagesRequest:
         out["system"] = "\n\n".join(s for s in (as_str(out.get("system")), JSON_OBJECT) if s)
     effort = as_str(as_dict(body.get("reasoning")).get("effort"))
     budget = min(THINKING_BUDGETS.get(effort, 0), out["max_tokens"] // 2)
-    if schema_tool is None and budget >= MIN_THINKING:
+    if schema_tool is None and budget >= MIN_THINKING and _thinking_came_back(out["messages"]):
         out["thinking"] = {"type": "enabled", "budget_tokens": budget}
         out.pop("temperature", None)
         out.pop("top_p", None)
+    else:
+        out["messages"] = _without_thinking(out["messages"])
     return MessagesRequest(body=out, schema_tool=schema_tool)
+
+
+_THINKING = ("thinking", "redacted_thinking")
+
+
+def _without_thinking(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The messages with no thinking blocks, turns left empty dropped and their
+    neighbours merged, as Anthropic wants turns to alternate."""
+    kept: list[dict[str, Any]] = []
+    for message in messages:
+        blocks = [b for b in message["content"] if b["type"] not in _THINKING]
+        if not blocks:
+            continue
+        if kept and kept[-1]["role"] == message["role"]:
+            kept[-1]["content"] += blocks
+        else:
+            kept.append({**message, "content": blocks})
+    return kept
+
+
+def _thinking_came_back(messages: list[dict[str, Any]]) -> bool:
+    """Whether the last assistant turn, when it called tools, begins with its thinking:
+    with thinking on, Anthropic refuses such a turn without it."""
+    for message in reversed(messages):
+        if message["role"] == "assistant":
+            blocks = message["content"]
+            if not any(b["type"] == "tool_use" for b in blocks):
+                return True
+            return blocks[0]["type"] in _THINKING
+    return True
 
 
 def _schema_as_text(chunk: dict[str, Any]) -> dict[str, Any]:

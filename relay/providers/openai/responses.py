@@ -14,13 +14,23 @@ anything is sent: hosted tools (web search, file search, code interpreter...),
 custom tools, item references, images and files given by id. The model's own
 history that chat completions cannot take (reasoning items, hosted tool calls of
 an earlier turn) is left out of it.
+
+Thinking that must go back to the upstream that produced it (Anthropic's signed
+thinking blocks, ``thinking_blocks`` on a chat message) rides in the reasoning
+item's ``encrypted_content``, opaque to the client as OpenAI's own is; a reasoning
+item that comes back with it gives the blocks back to such an upstream
+(``keep_thinking``).
 """
 
+import base64
+import binascii
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 from urllib.parse import quote
+
+import orjson
 
 from core.money import Units
 
@@ -51,8 +61,30 @@ _OWN_HISTORY = frozenset(
 _FINISH_INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
 
 
+# What ``encrypted_content`` holds when it carries thinking blocks.
+_THINKING_PREFIX = "tgthink1."
+
+
 def new_id(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex}"
+
+
+def thinking_content(blocks: list[dict[str, Any]]) -> str:
+    """Thinking blocks as a reasoning item's ``encrypted_content``."""
+    return _THINKING_PREFIX + base64.urlsafe_b64encode(orjson.dumps(blocks)).decode()
+
+
+def thinking_of(item: dict[str, Any]) -> list[dict[str, Any]]:
+    """The thinking blocks a reasoning item's ``encrypted_content`` carries; none when
+    it carries something else (OpenAI's own reasoning, say)."""
+    content = item.get("encrypted_content")
+    if not isinstance(content, str) or not content.startswith(_THINKING_PREFIX):
+        return []
+    try:
+        blocks = orjson.loads(base64.urlsafe_b64decode(content[len(_THINKING_PREFIX) :]))
+    except (binascii.Error, ValueError):
+        return []
+    return [b for b in as_list(blocks) if isinstance(b, dict)]
 
 
 # -- the request ------------------------------------------------------------------------
@@ -119,7 +151,7 @@ def _message(item: dict[str, Any], where: str) -> dict[str, Any]:
     return {"role": "user", "content": parts}
 
 
-def _messages(body: dict[str, Any]) -> list[dict[str, Any]]:
+def _messages(body: dict[str, Any], keep_thinking: bool) -> list[dict[str, Any]]:
     messages: list[dict[str, Any]] = []
     instructions = body.get("instructions")
     if isinstance(instructions, str) and instructions:
@@ -151,6 +183,10 @@ def _messages(body: dict[str, Any]) -> list[dict[str, Any]]:
                     "content": _text_only(item.get("output"), f"{where}.output"),
                 }
             )
+        elif kind == "reasoning" and keep_thinking and thinking_of(item):
+            # The turn's thinking goes ahead of what the model said and called after it.
+            messages.append({"role": "assistant", "content": None})
+            messages[-1]["thinking_blocks"] = thinking_of(item)
         elif kind == "item_reference":
             raise cannot_send("An `item_reference` (send the item itself)", where)
         elif kind not in _OWN_HISTORY:
@@ -209,11 +245,15 @@ def _response_format(text: dict[str, Any]) -> dict[str, Any] | None:
     raise cannot_send(f"A `text.format` of type `{kind}`", "text.format.type")
 
 
-def responses_to_chat(body: dict[str, Any]) -> dict[str, Any]:
+def responses_to_chat(body: dict[str, Any], keep_thinking: bool = False) -> dict[str, Any]:
     """A Responses request as a chat-completions request; raises ApiError (400) for
     what chat completions cannot take. Only fields chat completions know are sent:
-    compatible upstreams refuse fields they do not know."""
-    out: dict[str, Any] = {"model": body.get("model"), "messages": _messages(body)}
+    compatible upstreams refuse fields they do not know (the thinking blocks that
+    reasoning items carry only with ``keep_thinking``)."""
+    out: dict[str, Any] = {
+        "model": body.get("model"),
+        "messages": _messages(body, keep_thinking),
+    }
     tools = _tools(body)
     if tools:
         out["tools"] = tools
@@ -288,8 +328,13 @@ def _output_text(text: str) -> dict[str, Any]:
     return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
 
 
-def _reasoning_item(item_id: str, text: str) -> dict[str, Any]:
-    return {"id": item_id, "type": "reasoning", "summary": [{"type": "summary_text", "text": text}]}
+def _reasoning_item(item_id: str, text: str, blocks: list[dict[str, Any]]) -> dict[str, Any]:
+    item: dict[str, Any] = {"id": item_id, "type": "reasoning", "summary": []}
+    if text:
+        item["summary"] = [{"type": "summary_text", "text": text}]
+    if blocks:
+        item["encrypted_content"] = thinking_content(blocks)
+    return item
 
 
 def answer_from_chat(
@@ -303,8 +348,9 @@ def answer_from_chat(
     status = "incomplete" if incomplete else "completed"
     output: list[dict[str, Any]] = []
     reasoning = as_str(message.get("reasoning_content")) or as_str(message.get("reasoning"))
-    if reasoning:
-        output.append(_reasoning_item(new_id("rs"), reasoning))
+    blocks = [b for b in as_list(message.get("thinking_blocks")) if isinstance(b, dict)]
+    if reasoning or blocks:
+        output.append(_reasoning_item(new_id("rs"), reasoning, blocks))
     text = content_text(message.get("content"))
     refusal = as_str(message.get("refusal"))
     if text or refusal:
@@ -371,6 +417,8 @@ class _Open:
         # "text", "refusal", "reasoning" or "function_call"
         self.kind = kind
         self.parts: list[str] = []
+        # A reasoning item's thinking blocks, as the chunks gave them
+        self.blocks: list[dict[str, Any]] = []
 
 
 class ChatToResponses:
@@ -522,7 +570,8 @@ class ChatToResponses:
                     "response.reasoning_summary_part.done", **ids, summary_index=0, part=part
                 )
             )
-            item = {**item, "summary": [part]}
+            item = _reasoning_item(item["id"], text, current.blocks)
+            item["summary"] = [part]
         elif current.kind == "function_call":
             events.append(
                 self._event(
@@ -571,6 +620,12 @@ class ChatToResponses:
                     if self.open is None or self.open.kind != kind:
                         events += self._open(kind)
                     events.append(self._delta(text))
+            blocks = [b for b in as_list(delta.get("thinking_blocks")) if isinstance(b, dict)]
+            if blocks:
+                if self.open is None or self.open.kind != "reasoning":
+                    events += self._open("reasoning")
+                assert self.open is not None
+                self.open.blocks += blocks
             for call in as_list(delta.get("tool_calls")):
                 call = as_dict(call)
                 number = call.get("index", 0)
