@@ -372,6 +372,44 @@ def test_speech_as_events_is_billed_by_the_tokens_reported(media_env):
     assert record.cost_pico == (8 * 60 // 100 + 400 * 12) * 10**6 + 800_000
 
 
+def test_speech_from_a_gpt_model_comes_as_audio_and_is_billed_by_the_tokens(media_env):
+    media_env.upstream.then(usage={"input_tokens": 8, "output_tokens": 400, "total_tokens": 408})
+
+    with media_env.client.audio.speech.with_streaming_response.create(
+        model="gpt-4o-mini-tts",
+        voice="alloy",
+        input="Hello",
+        extra_headers={"x-request-id": "tts-tokens"},
+    ) as response:
+        assert response.headers["content-type"] == "audio/mpeg"
+        audio = b"".join(response.iter_bytes())
+
+    # The client asked for audio and got it, the same bytes the events carried.
+    assert audio == SPEECH_CHUNK * SPEECH_CHUNKS
+    assert media_env.upstream.requests[0]["json"]["stream_format"] == "sse"
+    record = settled("tts-tokens")
+    assert (record.status, record.estimated) == ("success", False)
+    assert (record.input_tokens, record.audio_output_tokens) == (8, 400)
+    # 8 text tokens at $0.60/M and 400 audio tokens at $12/M: the audio is most of it.
+    assert record.cost_pico == (8 * 60 // 100 + 400 * 12) * 10**6 + 800_000
+
+
+def test_speech_events_that_stop_short_are_broken_off(media_env):
+    media_env.upstream.then(break_after=3)
+
+    with pytest.raises(httpx.RemoteProtocolError):
+        media_env.post(
+            "/v1/audio/speech",
+            json={"model": "gpt-4o-mini-tts", "voice": "alloy", "input": "Hi"},
+            headers={"x-request-id": "tts-tokens-broken"},
+        )
+
+    record = settled("tts-tokens-broken")
+    assert record.status == "interrupted"
+    # Billed its input, counted here, as any stream that ends without its usage.
+    assert record.estimated and record.audio_output_tokens == 0
+
+
 def test_a_client_leaving_speech_mid_stream_is_billed_its_input(media_env):
     media_env.upstream.then(chunk_delay=0.1)
 

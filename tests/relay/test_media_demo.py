@@ -6,6 +6,7 @@ import base64
 import csv
 import io
 import json
+import math
 import re
 import wave
 
@@ -151,6 +152,27 @@ def test_speech_is_valid_audio_streamed_in_chunks(demo, kind):
     assert len(chunks) > 1
     record = settled(f"demo-tts-{kind}")
     assert record.characters == len(text) and record.cost_pico == len(text) * 15 * 10**6
+
+
+def test_speech_from_a_gpt_model_is_audio_billed_by_its_tokens(demo):
+    text = "Tollgate meters every unit of usage."
+
+    with demo.audio.speech.with_streaming_response.create(
+        model="gpt-4o-mini-tts",
+        voice="alloy",
+        input=text,
+        extra_headers={"x-request-id": "demo-gpt-tts"},
+    ) as response:
+        audio = response.read()
+
+    seconds = len(text) / 15
+    assert MP3(io.BytesIO(audio)).info.length == pytest.approx(seconds, abs=0.05)
+    record = settled("demo-gpt-tts")
+    # One audio token per 50 ms of speech, as the mock reports them.
+    assert record.audio_output_tokens == math.ceil(seconds * 20) and not record.estimated
+    # $0.60 per 1M text tokens, $12 per 1M audio tokens: in pico-USD per token.
+    assert record.input_tokens > 0
+    assert record.cost_pico == record.input_tokens * 600_000 + 48 * 12_000_000
 
 
 def test_speech_in_a_format_the_mock_cannot_make_is_a_400_naming_it(demo):

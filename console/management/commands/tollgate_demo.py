@@ -78,6 +78,11 @@ DEMO_MEDIA_PRICES = {
     ),
     # USD per 1M characters.
     "tts-1": (ModelPrice.Mode.AUDIO_SPEECH, [{"unit": "character", "rate": "15.00"}]),
+    # USD per 1M tokens: text input, audio output (about $0.015 a minute).
+    "gpt-4o-mini-tts": (
+        ModelPrice.Mode.AUDIO_SPEECH,
+        [{"unit": "input", "rate": "0.60"}, {"unit": "audio_output", "rate": "12.00"}],
+    ),
     # $2.00 per 1,000 searches.
     "rerank-v3.5": (ModelPrice.Mode.RERANK, [{"unit": "search_unit", "rate": "0.002"}]),
     # Free, and recorded.

@@ -9,10 +9,17 @@ A stream of transcript or speech events ends with its ``done`` event (which carr
 the usage); one that ends without it was cut short. An upstream that answers a
 streamed transcription in one piece (whisper-1 does not stream) is relayed as the
 two events a stream would have been.
+
+OpenAI's GPT speech models bill by the token and report the tokens only at the end
+of a stream of events, never with raw audio: speech from them that the client wants
+as audio is asked for as events all the same and relayed as the audio in them, as
+each delta arrives (``AudioOfEvents``), so its audio tokens are billed as reported.
 """
 
+import base64
+import binascii
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ... import sse
@@ -29,6 +36,7 @@ from ...dialects import images as images_dialect
 from ...dialects import rerank as rerank_dialect
 from ...dialects.audio import SPEECH_DONE, TRANSCRIPT_DONE, speech_units, transcript_units
 from ...dialects.base import StreamEvent, UpstreamReply
+from ...fields import as_str
 from .. import client
 from ..base import Call, UpstreamStream, UpstreamStreamError
 from ..http import ByteStream, forwarded_for, json_event, read_json, read_raw, send, send_form
@@ -96,7 +104,59 @@ async def answer(call: Call, fetch: Fetch) -> UpstreamReply:
 
 
 async def stream(call: Call, open_stream: Open) -> UpstreamStream:
+    if _speech_by_the_token(call):
+        asked = replace(call, body={**call.body, "stream_format": "sse"})
+        return AudioOfEvents(await open_stream(asked, PATHS[call.dialect]))
     return Events(await open_stream(call, PATHS[call.dialect]), call)
+
+
+def _speech_by_the_token(call: Call) -> bool:
+    """Speech wanted as audio from a GPT speech model (the tts-1 models, billed per
+    character, offer no events)."""
+    body = call.body
+    return (
+        call.dialect == SPEECH.name
+        and body.get("stream_format", "audio") == "audio"
+        and str(body.get("model")).startswith("gpt-")
+    )
+
+
+class AudioOfEvents:
+    """Speech events relayed as the audio they carry, each delta's bytes as they
+    arrive; the ``done`` event's usage rides on an event of no bytes. An upstream
+    that answers audio anyway is relayed as it came (billed by its input)."""
+
+    def __init__(self, inner: UpstreamStream) -> None:
+        self._inner = inner
+
+    async def __aiter__(self) -> AsyncIterator[StreamEvent]:
+        typed = finished = False
+        async for event in self._inner:
+            data = event.data
+            kind = data.get("type")
+            typed = typed or bool(data)
+            if not data:
+                yield event  # raw audio
+            elif kind == "speech.audio.delta":
+                try:
+                    audio = base64.b64decode(as_str(data.get("audio")), validate=True)
+                except binascii.Error:
+                    raise UpstreamStreamError(
+                        "The upstream provider sent audio that is not base64."
+                    ) from None
+                if audio:
+                    yield StreamEvent(data={}, raw=audio)
+            elif kind == SPEECH_DONE:
+                finished = True
+                usage = speech_units(data.get("usage"))
+                yield StreamEvent(data={}, usage=usage, usage_final=usage is not None)
+            elif kind == "error" or "error" in data:
+                raise UpstreamStreamError("The upstream provider reported an error mid-stream.")
+        if typed and not finished:
+            raise UpstreamStreamError("The upstream provider's stream ended early.")
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
 
 
 def _done_event(call: Call) -> tuple[str, Callable[[Any], Any]] | None:
