@@ -153,9 +153,14 @@ async def response(request: HttpRequest, stored: StoredResponse, request_id: str
         return answer
     _no_stream(request)
     if stored.upstream:
-        return await _upstream(
+        answer = await _upstream(
             stored, request_id, "GET", query=request.META.get("QUERY_STRING", "")
         )
+        billed = stored.response.get("usage")
+        if isinstance(billed, dict) and isinstance(answer.get("usage"), dict):
+            # The usage as billed: the upstream's, with its cost.
+            answer["usage"] = {**answer["usage"], **billed}
+        return answer
     return stored.response
 
 

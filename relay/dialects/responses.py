@@ -507,12 +507,18 @@ class Responses(Dialect):
         response_id = answer.get("id")
         if not isinstance(response_id, str):
             return
+        usage = responses_usage(tokens, cost, as_dict(answer.get("usage")) or None)
         if channel.responses_api:
+            # The upstream keeps the response; the usage as billed (its cost) is kept
+            # here, for a retrieval of it to say what was charged.
             await db(stored_response_keep)(
-                response_id=response_id, account_id=account_id, channel_id=channel.id, upstream=True
+                response_id=response_id,
+                account_id=account_id,
+                channel_id=channel.id,
+                upstream=True,
+                response={"usage": usage},
             )
             return
-        usage = responses_usage(tokens, cost, as_dict(answer.get("usage")) or None)
         previous = body.get("previous_response_id")
         await db(stored_response_keep)(
             response_id=response_id,

@@ -230,9 +230,11 @@ def test_the_routes_of_a_response_kept_upstream_are_forwarded_to_it(
     first = client.responses.create(model="gpt-4o-mini", input="Hi")
     records = UsageRecord.objects.count()
 
-    assert (
-        client.responses.retrieve(first.id, include=["message.output_text.logprobs"]).id == first.id
-    )
+    again = client.responses.retrieve(first.id, include=["message.output_text.logprobs"])
+    assert again.id == first.id
+    # What was charged for it, as the answer said.
+    assert again.usage.model_extra["cost"] == first.usage.model_extra["cost"]
+    assert again.usage.output_tokens == first.usage.output_tokens
     items = client.responses.input_items.list(first.id)
     assert items.data[0].content[0].text == "Hi"
     with pytest.raises(openai.BadRequestError):
