@@ -1,11 +1,14 @@
 """Cache invalidation across processes, through Redis publish/subscribe.
 
 A change (a key revoked, a price published, a channel edited) is published on one
-Redis channel once committed; every process that caches (``core.localcache``)
-listens on a thread of its own and drops the named entry as the message arrives,
-so the change holds everywhere within milliseconds instead of after a TTL. A
-listener that loses Redis drops everything it caches when it is back (it may have
-missed messages meanwhile), and the TTLs bound staleness during the outage.
+Redis channel once committed (named for the Redis database the deployment uses:
+Redis hands a message to every subscriber on the server, whatever database each
+selected, and two deployments sharing a server must not drop each other's caches);
+every process that caches (``core.localcache``) listens on a thread of its own and
+drops the named entry as the message arrives, so the change holds everywhere within
+milliseconds instead of after a TTL. A listener that loses Redis drops everything it
+caches when it is back (it may have missed messages meanwhile), and the TTLs bound
+staleness during the outage.
 
 Without ``REDIS_URL`` (the embedded run) there is one process and nothing to tell.
 """
@@ -32,18 +35,23 @@ _lock = threading.Lock()
 subscribed = threading.Event()
 
 
+def channel_of(conn: redis.Redis) -> str:
+    """The channel of the deployment whose Redis database ``conn`` uses."""
+    return f"{CHANNEL}:{conn.connection_pool.connection_kwargs.get('db', 0)}"
+
+
 def publish(name: str, key: Hashable | None) -> None:
     """Tell every process that ``name``'s entry ``key`` (None: all) changed."""
     conn = shared.client()
     if conn is None:
         return
     try:
-        conn.publish(CHANNEL, orjson.dumps({"cache": name, "key": key}))
+        conn.publish(channel_of(conn), orjson.dumps({"cache": name, "key": key}))
     except redis.RedisError as exc:
         # Other processes catch up within their TTL.
         shared.failed(exc)
     except TypeError:
-        conn.publish(CHANNEL, orjson.dumps({"cache": name, "key": None}))
+        conn.publish(channel_of(conn), orjson.dumps({"cache": name, "key": None}))
 
 
 def _apply(raw: bytes) -> None:
@@ -62,7 +70,7 @@ def _listen(url: str) -> None:
         try:
             conn = redis.Redis.from_url(url, socket_connect_timeout=2, health_check_interval=10)
             pubsub = conn.pubsub()
-            pubsub.subscribe(CHANNEL)
+            pubsub.subscribe(channel_of(conn))
             while True:
                 message = pubsub.get_message(timeout=1.0)
                 if message is None:
