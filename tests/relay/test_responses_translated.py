@@ -13,6 +13,7 @@ from relay.dialects.responses import RESPONSES
 from relay.errors import ApiError
 from relay.providers.openai.responses import ChatToResponses, responses_to_chat, thinking_content
 from relay.tokens import count_text
+from tests.support.factories import ModelPriceFactory
 from tests.support.relay import error_of
 from tests.support.responses import WEATHER_FN, client_for, post, settled, stream, typed_events
 from tests.support.upstreams import THOUGHT, signature
@@ -505,8 +506,13 @@ def test_structured_output_on_anthropic_is_a_forced_tool_answered_as_text(
 @pytest.mark.parametrize(
     ("extra", "param"),
     [
-        ({"tools": [{"type": "web_search"}]}, "tools[0].type"),
+        ({"tools": [{"type": "file_search", "vector_store_ids": ["vs_1"]}]}, "tools[0].type"),
         ({"tools": [WEATHER_FN], "text": {"format": SCHEMA}}, "text.format"),
+        ({"tools": [{"type": "web_search"}], "text": {"format": SCHEMA}}, "text.format"),
+        (
+            {"tools": [{"type": "web_search"}], "tool_choice": {"type": "web_search"}},
+            "tool_choice",
+        ),
     ],
 )
 def test_what_anthropic_cannot_take_is_refused_before_it(
@@ -630,3 +636,60 @@ def test_thinking_blocks_go_to_no_chat_upstream(relay_env, upstream):
         "content": None,
         "thinking_blocks": [thought],
     }
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["answer", "stream"])
+def test_a_web_search_runs_on_anthropic_and_is_billed_per_search(
+    relay_env, claude_channel, anthropic_upstream, streamed
+):
+    tokens = token_components(input="3.00", output="15.00", cache_read="0.30", cache_write="3.75")
+    components = [*tokens, {"unit": "tool_call", "rate": "10.00", "tool": "web_search"}]
+    ModelPriceFactory(group=relay_env.group, model="claude-sonnet-4", components=components)
+    body = {
+        "model": "claude-sonnet-4",
+        "input": "Weather in Paris?",
+        "tools": [
+            {
+                "type": "web_search",
+                "filters": {"allowed_domains": ["weather.example"]},
+                "user_location": {"type": "approximate", "city": "Paris", "country": "FR"},
+            }
+        ],
+        "include": ["web_search_call.action.sources"],
+    }
+    client = client_for(relay_env)
+    if streamed:
+        with client.responses.stream(**body) as events:
+            seen = [e.type for e in events]
+            response = events.get_final_response()
+            request_id = events._response.headers["x-request-id"]
+        assert seen[seen.index("response.output_item.added") :][:5] == [
+            "response.output_item.added",
+            "response.web_search_call.in_progress",
+            "response.web_search_call.searching",
+            "response.web_search_call.completed",
+            "response.output_item.done",
+        ]
+    else:
+        response = client.responses.create(**body)
+        request_id = response._request_id
+
+    assert anthropic_upstream.requests[-1]["json"]["tools"] == [
+        {
+            "type": "web_search_20250305",
+            "name": "web_search",
+            "allowed_domains": ["weather.example"],
+            "user_location": {"type": "approximate", "city": "Paris", "country": "FR"},
+        }
+    ]
+    search, message = response.output
+    assert (search.type, search.status) == ("web_search_call", "completed")
+    assert search.action.query == "weather Paris"
+    assert [s.url for s in search.action.sources] == ["https://weather.example/paris"]
+    assert message.type == "message" and response.output_text == "Bonjour from Claude."
+    record = settled(request_id)
+    assert record.unit_details["tool_calls"] == {"web_search": 1}
+    # $10 per 1,000 searches: a cent on top of the tokens, as Anthropic counted it.
+    assert record.cost_pico == SONNET.cost(billed(record)) + 10**10
+    assert response.usage.model_extra["tool_calls"] == {"web_search": 1}
+    assert response.usage.model_extra["cost"] == pico_to_usd(record.cost_pico)

@@ -150,7 +150,7 @@ RESPONSES_CORPUS = {
 }
 # What a channel cannot take (a 400 naming it); everything else is served everywhere.
 REFUSED = {
-    "hosted-web-search": {"openai", "anthropic"},
+    "hosted-web-search": {"openai"},
     "json-schema-with-tools": {"anthropic"},
 }
 

@@ -195,6 +195,28 @@ async def _send_json(send, status: int, payload: Any) -> None:
 
 
 THOUGHT = "The user wants the weather."
+# A web search Anthropic ran: its call, then its results.
+SEARCHED = [
+    {
+        "type": "server_tool_use",
+        "id": "srvtoolu_01",
+        "name": "web_search",
+        "input": {"query": "weather Paris"},
+    },
+    {
+        "type": "web_search_tool_result",
+        "tool_use_id": "srvtoolu_01",
+        "content": [
+            {
+                "type": "web_search_result",
+                "url": "https://weather.example/paris",
+                "title": "Paris weather",
+                "encrypted_content": "EqgfCioIARgBIiQ3",
+                "page_age": "1 day ago",
+            }
+        ],
+    },
+]
 
 
 def signature(thinking: str) -> str:
@@ -275,10 +297,16 @@ class FakeAnthropic(FakeUpstream):
                 "output_tokens": 9,
             },
         )
-        tool = (body.get("tools") or [None])[0]
+        tools = body.get("tools") or []
+        tool = next((t for t in tools if t.get("type", "custom") == "custom"), None)
+        searches = any(t.get("type") == "web_search_20250305" for t in tools)
         last = body["messages"][-1]["content"]
         answered = isinstance(last, list) and any(b.get("type") == "tool_result" for b in last)
-        if tool and not answered:
+        if searches and not tool:
+            content = [*SEARCHED, {"type": "text", "text": "Bonjour from Claude."}]
+            stop = "end_turn"
+            usage = {**usage, "server_tool_use": {"web_search_requests": 1}}
+        elif tool and not answered:
             content = [
                 {
                     "type": "tool_use",
@@ -320,9 +348,9 @@ class FakeAnthropic(FakeUpstream):
             data = b"event: " + event["type"].encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n"
             await send({"type": "http.response.body", "body": data, "more_body": True})
 
-        start_usage = {k: v for k, v in usage.items() if k != "output_tokens"} | {
-            "output_tokens": 1
-        }
+        # The server tools' counts come with the end of the message, as output does.
+        ending = ("output_tokens", "server_tool_use")
+        start_usage = {k: v for k, v in usage.items() if k not in ending} | {"output_tokens": 1}
         await emit(
             {
                 "type": "message_start",
@@ -354,8 +382,19 @@ class FakeAnthropic(FakeUpstream):
                         "delta": {"type": "signature_delta", "signature": block["signature"]},
                     }
                 )
-            elif block["type"] == "redacted_thinking":
+            elif block["type"] in ("redacted_thinking", "web_search_tool_result"):
                 await emit({"type": "content_block_start", "index": index, "content_block": block})
+            elif block["type"] == "server_tool_use":
+                start = {**block, "input": {}}
+                await emit({"type": "content_block_start", "index": index, "content_block": start})
+                for piece in ('{"query": "weather', ' Paris"}'):
+                    await emit(
+                        {
+                            "type": "content_block_delta",
+                            "index": index,
+                            "delta": {"type": "input_json_delta", "partial_json": piece},
+                        }
+                    )
             elif block["type"] == "text":
                 await emit(
                     {
@@ -405,7 +444,7 @@ class FakeAnthropic(FakeUpstream):
             {
                 "type": "message_delta",
                 "delta": {"stop_reason": stop, "stop_sequence": None},
-                "usage": {"output_tokens": usage["output_tokens"]},
+                "usage": {k: usage[k] for k in ending if k in usage},
             }
         )
         await emit({"type": "message_stop"})

@@ -8,7 +8,10 @@ Extended thinking comes back as ``reasoning_content`` (its text) and
 ``thinking_blocks`` (the blocks as Anthropic sent them, with their signatures; in a
 stream, each block whole once its signature arrives). An assistant message sent with
 ``thinking_blocks`` gives them back to Anthropic ahead of its text and tool calls, as
-it requires for a tool call's answer when thinking is on.
+it requires for a tool call's answer when thinking is on. The web searches Anthropic
+ran (its ``web_search`` server tool, which only a Responses request asks for) come
+back as ``web_search_calls`` (in a stream, ``web_search_call`` once its results are
+in), for the Responses API's ``web_search_call`` items.
 """
 
 import time
@@ -238,8 +241,22 @@ def openai_usage(usage: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _search(tool_input: Any) -> dict[str, Any]:
+    return {"query": as_str(as_dict(tool_input).get("query")), "status": "completed", "sources": []}
+
+
+def _search_result(block: dict[str, Any]) -> dict[str, Any]:
+    """A web search's outcome: the pages it found, or that it failed."""
+    content = block.get("content")
+    if not isinstance(content, list):
+        return {"status": "failed"}
+    urls = [as_str(as_dict(r).get("url")) for r in content]
+    return {"sources": [{"type": "url", "url": url} for url in urls if url]}
+
+
 def anthropic_to_chat(message: dict[str, Any]) -> dict[str, Any]:
     text, reasoning, calls, thinking = [], [], [], []
+    searches: dict[str, dict[str, Any]] = {}
     for block in as_list(message.get("content")):
         block = as_dict(block)
         kind = block.get("type")
@@ -256,6 +273,12 @@ def anthropic_to_chat(message: dict[str, Any]) -> dict[str, Any]:
             )
         elif kind == "redacted_thinking":
             thinking.append({"type": "redacted_thinking", "data": as_str(block.get("data"))})
+        elif kind == "server_tool_use" and block.get("name") == "web_search":
+            searches[as_str(block.get("id"))] = _search(block.get("input"))
+        elif kind == "web_search_tool_result":
+            found = searches.get(as_str(block.get("tool_use_id")))
+            if found is not None:
+                found.update(_search_result(block))
         elif kind == "tool_use":
             calls.append(
                 {
@@ -272,6 +295,8 @@ def anthropic_to_chat(message: dict[str, Any]) -> dict[str, Any]:
         reply["reasoning_content"] = "".join(reasoning)
     if thinking:
         reply["thinking_blocks"] = thinking
+    if searches:
+        reply["web_search_calls"] = [{"id": k, **v} for k, v in searches.items()]
     if calls:
         reply["tool_calls"] = calls
     result: dict[str, Any] = {
@@ -303,6 +328,10 @@ class AnthropicToChat:
         self.finish: str | None = None
         # Anthropic block index -> the thinking text streamed so far
         self.thinking: dict[int, list[str]] = {}
+        # Anthropic block index -> a web search's id and the JSON of its input so far
+        self.searching: dict[int, tuple[str, list[str]]] = {}
+        # A web search's id -> its query, once its input is whole
+        self.searches: dict[str, dict[str, Any]] = {}
 
     def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
         return {**self.base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
@@ -323,6 +352,13 @@ class AnthropicToChat:
             block = as_dict(event.get("content_block"))
             if block.get("type") == "thinking":
                 self.thinking[as_int(event.get("index"))] = [as_str(block.get("thinking"))]
+            elif block.get("type") == "server_tool_use" and block.get("name") == "web_search":
+                self.searching[as_int(event.get("index"))] = (as_str(block.get("id")), [])
+            elif block.get("type") == "web_search_tool_result":
+                search_id = as_str(block.get("tool_use_id"))
+                found = self.searches.pop(search_id, _search({}))
+                call = {"id": search_id, **found, **_search_result(block)}
+                yield self._chunk({"web_search_call": call})
             elif block.get("type") == "redacted_thinking":
                 redacted = {"type": "redacted_thinking", "data": as_str(block.get("data"))}
                 yield self._chunk({"thinking_blocks": [redacted]})
@@ -356,8 +392,12 @@ class AnthropicToChat:
                     "signature": as_str(delta.get("signature")),
                 }
                 yield self._chunk({"thinking_blocks": [block]})
-            elif dtype == "input_json_delta":
-                index = self.tool_index.get(as_int(event.get("index")), 0)
+            elif dtype == "input_json_delta" and as_int(event.get("index")) in self.searching:
+                self.searching[as_int(event.get("index"))][1].append(
+                    as_str(delta.get("partial_json"))
+                )
+            elif dtype == "input_json_delta" and as_int(event.get("index")) in self.tool_index:
+                index = self.tool_index[as_int(event.get("index"))]
                 yield self._chunk(
                     {
                         "tool_calls": [
@@ -368,6 +408,9 @@ class AnthropicToChat:
                         ]
                     }
                 )
+        elif kind == "content_block_stop" and as_int(event.get("index")) in self.searching:
+            search_id, parts = self.searching.pop(as_int(event.get("index")))
+            self.searches[search_id] = _search(arguments_object("".join(parts)))
         elif kind == "message_delta":
             # Anthropic's stream usage is cumulative: the newest values win.
             self.usage.update(

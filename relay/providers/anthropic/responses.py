@@ -2,13 +2,16 @@
 through chat completions (``providers.openai.responses``, then ``chat``), the answer
 and the events back the same way.
 
-Two settings have no direct counterpart:
+Three settings have no direct counterpart:
 
 - Structured output. A ``json_schema`` format becomes a tool with that schema as
   its input that the model is made to call; the call's input is answered as the
   response's text. It cannot be combined with the request's own tools, and it
   turns extended thinking off (Anthropic refuses thinking with a forced tool).
   ``json_object`` asks for one JSON object in the system prompt.
+- A ``web_search`` tool becomes Anthropic's web search server tool (its allowed
+  domains and approximate location kept); each search Anthropic runs comes back as
+  a ``web_search_call`` item, and is billed per call as Anthropic counts it.
 - ``reasoning.effort`` turns on extended thinking, with a budget by effort (low
   1,024 tokens, medium 4,096, high 16,384, xhigh 32,768) of at most half the output
   limit, and none below Anthropic's minimum of 1,024; temperature and top_p are
@@ -32,6 +35,10 @@ from ..base import Call, UpstreamStream
 from ..openai.responses import ResponsesFromChat, reply_from_chat, responses_to_chat
 from .chat import anthropic_to_chat, chat_to_anthropic
 
+# The Responses API's web search tools, and Anthropic's.
+WEB_SEARCH_TYPES = ("web_search", "web_search_preview", "web_search_2025_08_26")
+WEB_SEARCH_TOOL = "web_search_20250305"
+_LOCATION = ("city", "region", "country", "timezone")
 THINKING_BUDGETS = {"low": 1024, "medium": 4096, "high": 16384, "xhigh": 32768}
 MIN_THINKING = 1024
 JSON_OBJECT = "Reply with a single JSON object and nothing else."
@@ -47,13 +54,34 @@ class MessagesRequest:
     schema_tool: str | None = None
 
 
+def _web_search(tool: dict[str, Any]) -> dict[str, Any]:
+    """A ``web_search`` tool as Anthropic's web search server tool."""
+    out: dict[str, Any] = {"type": WEB_SEARCH_TOOL, "name": "web_search"}
+    domains = as_list(as_dict(tool.get("filters")).get("allowed_domains"))
+    if domains:
+        out["allowed_domains"] = [d for d in domains if isinstance(d, str)]
+    location = as_dict(tool.get("user_location"))
+    place = {k: location[k] for k in _LOCATION if isinstance(location.get(k), str)}
+    if place:
+        out["user_location"] = {"type": "approximate", **place}
+    return out
+
+
 def responses_to_anthropic(body: dict[str, Any]) -> MessagesRequest:
     """A Responses request as a Messages request; raises ApiError (400) for what
     cannot be sent."""
+    tools = [as_dict(t) for t in as_list(body.get("tools"))]
+    searches = [_web_search(t) for t in tools if t.get("type") in WEB_SEARCH_TYPES]
+    if searches:
+        if as_dict(body.get("tool_choice")).get("type") in WEB_SEARCH_TYPES:
+            raise cannot_send("A `tool_choice` forcing the web search", "tool_choice")
+        body = {**body, "tools": [t for t in tools if t.get("type") not in WEB_SEARCH_TYPES]}
     chat = responses_to_chat(body, keep_thinking=True)
     for name in _NOT_FOR_ANTHROPIC:
         chat.pop(name, None)
     out = chat_to_anthropic(chat, body["model"])
+    if searches:
+        out["tools"] = [*out.get("tools", ()), searches[0]]
     fmt = as_dict(as_dict(body.get("text")).get("format"))
     schema_tool = None
     if fmt.get("type") == "json_schema":

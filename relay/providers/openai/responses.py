@@ -337,6 +337,16 @@ def _reasoning_item(item_id: str, text: str, blocks: list[dict[str, Any]]) -> di
     return item
 
 
+def web_search_item(search: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
+    """A web search the upstream ran (``web_search_calls`` of a chat message) as a
+    ``web_search_call`` item; its sources only when the request ``include``s them."""
+    action: dict[str, Any] = {"type": "search", "query": as_str(search.get("query"))}
+    if "web_search_call.action.sources" in as_list(body.get("include")):
+        action["sources"] = as_list(search.get("sources"))
+    status = "failed" if search.get("status") == "failed" else "completed"
+    return {"id": new_id("ws"), "type": "web_search_call", "status": status, "action": action}
+
+
 def answer_from_chat(
     completion: dict[str, Any], body: dict[str, Any], model: str
 ) -> dict[str, Any]:
@@ -351,6 +361,8 @@ def answer_from_chat(
     blocks = [b for b in as_list(message.get("thinking_blocks")) if isinstance(b, dict)]
     if reasoning or blocks:
         output.append(_reasoning_item(new_id("rs"), reasoning, blocks))
+    for search in as_list(message.get("web_search_calls")):
+        output.append(web_search_item(as_dict(search), body))
     text = content_text(message.get("content"))
     refusal = as_str(message.get("refusal"))
     if text or refusal:
@@ -620,6 +632,9 @@ class ChatToResponses:
                     if self.open is None or self.open.kind != kind:
                         events += self._open(kind)
                     events.append(self._delta(text))
+            search = delta.get("web_search_call")
+            if isinstance(search, dict):
+                events += self._web_search(search)
             blocks = [b for b in as_list(delta.get("thinking_blocks")) if isinstance(b, dict)]
             if blocks:
                 if self.open is None or self.open.kind != "reasoning":
@@ -642,6 +657,21 @@ class ChatToResponses:
                     events.append(self._delta(arguments))
             if as_str(choice.get("finish_reason")):
                 self.finish = choice["finish_reason"]
+        return events
+
+    def _web_search(self, search: dict[str, Any]) -> list[dict[str, Any]]:
+        """A web search the upstream ran, as the events of one that runs here: its item
+        added, in progress, searching, completed, done."""
+        events = self._close()
+        index = len(self.done)
+        done = web_search_item(search, self.body)
+        added = {**done, "status": "in_progress", "action": {"type": "search"}}
+        ids = {"output_index": index, "item_id": done["id"]}
+        events.append(self._event("response.output_item.added", output_index=index, item=added))
+        for stage in ("in_progress", "searching", "completed"):
+            events.append(self._event(f"response.web_search_call.{stage}", **ids))
+        self.done.append(done)
+        events.append(self._event("response.output_item.done", output_index=index, item=done))
         return events
 
     def finish_events(self) -> list[dict[str, Any]]:
