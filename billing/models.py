@@ -111,22 +111,30 @@ class PriceComponent(models.Model):
 class Carry(models.Model):
     """The part of an account's exact charges below one micro-USD, not yet charged:
     settlement charges whole micro-USD and carries the rest to the next batch
-    (``billing.services.settlement``)."""
+    (``billing.services.settlement``). ``upstream_pico``: the same for what its
+    requests cost upstream, not yet booked as upstream cost."""
 
     account = models.OneToOneField(
         "accounts.Account", on_delete=models.CASCADE, primary_key=True, related_name="+"
     )
     pico = models.BigIntegerField(default=0)
+    # A database default too: a worker still on the previous release inserts rows
+    # without it while a deploy rolls out.
+    upstream_pico = models.BigIntegerField(default=0, db_default=0)
 
     class Meta:
         constraints = [
             models.CheckConstraint(
                 condition=Q(pico__gte=0) & Q(pico__lt=1_000_000), name="carry_below_one_micro"
-            )
+            ),
+            models.CheckConstraint(
+                condition=Q(upstream_pico__gte=0) & Q(upstream_pico__lt=1_000_000),
+                name="upstream_carry_below_one_micro",
+            ),
         ]
 
     def __str__(self) -> str:
-        return f"{self.account_id}: {self.pico} pico-USD"
+        return f"{self.account_id}: {self.pico} pico-USD, upstream {self.upstream_pico}"
 
 
 class LedgerAccount(models.Model):

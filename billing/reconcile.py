@@ -101,18 +101,17 @@ CHECKS: list[tuple[str, str, str]] = [
         "usage record {0} ({1}) finished at {2} and is not settled",
     ),
     (
-        # A record of one micro-USD or more (or half a micro-USD owed upstream) makes
-        # its batch post a transaction; smaller ones may all be carried.
+        # A record of one micro-USD or more (charged or owed upstream) makes its batch
+        # post a transaction; smaller ones may all be carried.
         "usage_charged_without_settlement",
         """SELECT id, request_id, cost_pico FROM usage_usagerecord
            WHERE settled_at IS NOT NULL AND settlement_id IS NULL
-             AND (cost_pico >= 1000000 OR upstream_cost_pico >= 500000)""",
+             AND (cost_pico >= 1000000 OR upstream_cost_pico >= 1000000)""",
         "usage record {0} ({1}) cost {2} pico-USD but has no settlement transaction",
     ),
     (
-        # A charge's revenue is its records' exact cost, give or take what the account
-        # carried in and out (each under one micro-USD); its upstream cost is theirs,
-        # rounded once.
+        # A charge's revenue and upstream cost are its records' exact ones, give or take
+        # what the account carried in and out (each under one micro-USD).
         "settlement_mismatch",
         """SELECT t.id, COALESCE(r.cost, 0), COALESCE(e.revenue, 0),
                   COALESCE(r.upstream, 0), COALESCE(e.upstream, 0)
@@ -130,7 +129,8 @@ CHECKS: list[tuple[str, str, str]] = [
                       GROUP BY e.transaction_id) e ON e.transaction_id = t.id
            WHERE t.kind = 'charge'
              AND (ABS(COALESCE(e.revenue, 0) * 1000000 - COALESCE(r.cost, 0)) >= 1000000
-                  OR ABS(COALESCE(e.upstream, 0) * 1000000 - COALESCE(r.upstream, 0)) > 500000)""",
+                  OR ABS(COALESCE(e.upstream, 0) * 1000000 - COALESCE(r.upstream, 0))
+                     >= 1000000)""",
         "charge {0}: records cost {1} pico-USD, revenue {2} micro-USD; records upstream {3} "
         "pico-USD, booked {4} micro-USD",
     ),

@@ -19,7 +19,7 @@ from billing.models import (
     LedgerAccount,
     Transaction,
 )
-from core.money import PICO_PER_MICRO, pico_to_micro
+from core.money import PICO_PER_MICRO
 from core.transactions import enqueue_after_commit
 from usage.services import usage_daily_add
 
@@ -41,7 +41,8 @@ def settlement_run(*, usage_ids: Sequence[int] | None = None, limit: int = 500) 
     sum of its records in the batch plus what it carried from its last batch, rounded
     down; the rest (under one micro-USD) is carried to its next batch (``Carry``). So
     what an account is charged over any period is the exact sum of its records to
-    within one micro-USD, and nothing is free however small.
+    within one micro-USD, and nothing is free however small. What they cost upstream
+    is booked the same way, with a carry of its own.
 
     A batch may cost more than its holds. The customer is charged at most what the
     released holds, the available balance and the account's overdraft allow; the rest
@@ -88,13 +89,17 @@ def settlement_run(*, usage_ids: Sequence[int] | None = None, limit: int = 500) 
         by_account: dict[int, list[dict[str, Any]]] = defaultdict(list)
         for r in rows:
             by_account[r["account_id"]].append(dict(r))
-        charged = sorted(a for a, recs in by_account.items() if any(r["cost_pico"] for r in recs))
+        charged = sorted(
+            a
+            for a, recs in by_account.items()
+            if any(r["cost_pico"] or r["upstream_cost_pico"] for r in recs)
+        )
         carried = carry_take(account_ids=charged)
         now = timezone.now()
         spend: SpendDeltas = defaultdict(lambda: [0, 0])
         moves = [
             _settle_account_batch(
-                account_id, by_account[account_id], holds, now, spend, carried.get(account_id, 0)
+                account_id, by_account[account_id], holds, now, spend, carried.get(account_id)
             )
             for account_id in sorted(by_account)
         ]
@@ -132,7 +137,8 @@ class _Move:
     account_id: int
     balance: int
     held: int
-    carry: int
+    # What is carried to the next batch: (charges, upstream cost), pico-USD
+    carry: tuple[int, int]
 
 
 def shares(parts: Sequence[int], total: int) -> list[int]:
@@ -161,7 +167,7 @@ def _settle_account_batch(
     holds: dict,
     now: datetime,
     spend: "SpendDeltas",
-    carry_in: int,
+    carry_in: tuple[int, int] | None,
 ) -> _Move:
     """Post one account's part of a batch; returns what the caller applies last."""
     from usage.models import UsageRecord
@@ -171,7 +177,8 @@ def _settle_account_batch(
         return hold["amount"] if hold is not None and hold["status"] == Hold.Status.OPEN else 0
 
     released = sum(open_amount(r) for r in recs)
-    due, carry_out = divmod(sum(r["cost_pico"] for r in recs) + carry_in, PICO_PER_MICRO)
+    carry_pico, carry_upstream = carry_in or (0, 0)
+    due, carry_out = divmod(sum(r["cost_pico"] for r in recs) + carry_pico, PICO_PER_MICRO)
     charged = due
     # When the batch costs at most what its open holds release, it only raises what
     # is available, so no cap can apply and the balance is not needed.
@@ -188,7 +195,8 @@ def _settle_account_batch(
     overage = due - charged
     costs = shares([r["cost_pico"] for r in recs], due)
     upstream_costs = [r["upstream_cost_pico"] for r in recs]
-    owed = shares(upstream_costs, pico_to_micro(sum(upstream_costs)))
+    due_upstream, upstream_out = divmod(sum(upstream_costs) + carry_upstream, PICO_PER_MICRO)
+    owed = shares(upstream_costs, due_upstream)
     revenue: dict[tuple[str, int | None], int] = defaultdict(int)
     upstream: dict[tuple[str, int | None], int] = defaultdict(int)
     settled_holds: list[int] = []
@@ -249,34 +257,42 @@ def _settle_account_batch(
             overage,
         )
         enqueue_after_commit(overage_alert, account_id, overage)
-    return _Move(account_id=account_id, balance=-charged, held=-released, carry=carry_out)
+    return _Move(
+        account_id=account_id,
+        balance=-charged,
+        held=-released,
+        carry=(carry_out, upstream_out),
+    )
 
 
 _CARRY_TAKE_SQL = (
-    "INSERT INTO {table} (account_id, pico) VALUES {rows} "
-    "ON CONFLICT (account_id) DO UPDATE SET pico = {table}.pico RETURNING account_id, pico"
+    "INSERT INTO {table} (account_id, pico, upstream_pico) VALUES {rows} "
+    "ON CONFLICT (account_id) DO UPDATE SET pico = {table}.pico "
+    "RETURNING account_id, pico, upstream_pico"
 )
 
 
-def carry_take(*, account_ids: Sequence[int]) -> dict[int, int]:
+def carry_take(*, account_ids: Sequence[int]) -> dict[int, tuple[int, int]]:
     """Lock the accounts' carry rows (made at zero where missing), in the order
-    given, and read them: one statement, on PostgreSQL and SQLite alike."""
+    given, and read them (charges, upstream cost): one statement, on PostgreSQL and
+    SQLite alike."""
     if not account_ids:
         return {}
     sql = _CARRY_TAKE_SQL.format(
-        table=Carry._meta.db_table, rows=", ".join(["(%s, 0)"] * len(account_ids))
+        table=Carry._meta.db_table, rows=", ".join(["(%s, 0, 0)"] * len(account_ids))
     )
     with connection.cursor() as cursor:
         cursor.execute(sql, list(account_ids))
-        return dict(cursor.fetchall())
+        return {account: (pico, upstream) for account, pico, upstream in cursor.fetchall()}
 
 
-def carry_put(*, carries: dict[int, int]) -> None:
+def carry_put(*, carries: dict[int, tuple[int, int]]) -> None:
     """Store the accounts' new carries (rows locked by ``carry_take``)."""
     if not carries:
         return
+    table = Carry._meta.db_table
     with connection.cursor() as cursor:
         cursor.executemany(
-            f"UPDATE {Carry._meta.db_table} SET pico = %s WHERE account_id = %s",  # noqa: S608
-            [(pico, account_id) for account_id, pico in sorted(carries.items())],
+            f"UPDATE {table} SET pico = %s, upstream_pico = %s WHERE account_id = %s",  # noqa: S608
+            [(pico, up, account_id) for account_id, (pico, up) in sorted(carries.items())],
         )

@@ -34,6 +34,21 @@ def carried(account) -> int:
     return Carry.objects.filter(account=account).values_list("pico", flat=True).first() or 0
 
 
+def booked_upstream(account) -> int:
+    """Micro-USD booked as upstream cost on the account's charges."""
+    return (
+        Entry.objects.filter(
+            ledger_account__kind="upstream_cost", transaction__account=account
+        ).aggregate(s=Sum("amount"))["s"]
+        or 0
+    )
+
+
+def carried_upstream(account) -> int:
+    row = Carry.objects.filter(account=account).values_list("upstream_pico", flat=True)
+    return row.first() or 0
+
+
 # Embeddings-sized requests: a few tokens at cents per 1M tokens cost a fraction of a
 # micro-USD each; now and then a larger one.
 tiny = st.one_of(
@@ -48,19 +63,23 @@ tiny = st.one_of(
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-@given(costs=st.lists(tiny, min_size=1, max_size=40), cuts=st.lists(st.booleans(), max_size=40))
+@given(
+    costs=st.lists(st.tuples(tiny, st.one_of(st.just(0), tiny)), min_size=1, max_size=40),
+    cuts=st.lists(st.booleans(), max_size=40),
+)
 def test_many_tiny_requests_are_charged_their_exact_sum_in_any_batches(costs, cuts):
     account = AccountFactory(credit=CREDIT)
     key = ApiKeyFactory(account=account)
     records = [
-        finished_request(key=key, cost_pico=c, hold=10, request_id=f"t{i}")
-        for i, c in enumerate(costs)
+        finished_request(key=key, cost_pico=c, upstream_cost_pico=up, hold=10, request_id=f"t{i}")
+        for i, (c, up) in enumerate(costs)
     ]
     batch: list[int] = []
-    exact = 0
+    exact = upstream = 0
     for i, record in enumerate(records):
         batch.append(record.pk)
-        exact += costs[i]
+        exact += costs[i][0]
+        upstream += costs[i][1]
         if i == len(records) - 1 or (i < len(cuts) and cuts[i]):
             assert settlement_run(usage_ids=batch) == len(batch)
             batch = []
@@ -68,6 +87,9 @@ def test_many_tiny_requests_are_charged_their_exact_sum_in_any_batches(costs, cu
             # micro-USD short of it, the rest carried.
             assert billed(account) * 1_000_000 + carried(account) == exact
             assert 0 <= exact - billed(account) * 1_000_000 < 1_000_000
+            # What the requests cost upstream is booked the same way, so the margin
+            # is exact too.
+            assert booked_upstream(account) * 1_000_000 + carried_upstream(account) == upstream
     account.refresh_from_db()
     assert (account.balance, account.held) == (CREDIT - billed(account), 0)
     assert ledger_check() == []
@@ -119,4 +141,20 @@ def test_workers_settling_one_account_at_once_carry_its_remainder_exactly():
     assert billed(account) * 1_000_000 + carried(account) == sum(costs)
     account.refresh_from_db()
     assert (account.balance, account.held) == (CREDIT - billed(account), 0)
+    assert ledger_check() == []
+
+
+@pytest.mark.django_db
+def test_tiny_upstream_costs_settled_one_by_one_are_booked_not_lost():
+    """An embeddings call costing 0.4 micro-USD upstream, settled alone, used to book
+    nothing each time: the margin looked better than it was."""
+    account = AccountFactory(credit=CREDIT)
+    key = ApiKeyFactory(account=account)
+    for i in range(10):
+        record = finished_request(
+            key=key, cost_pico=500_000, upstream_cost_pico=400_000, hold=1, request_id=f"u{i}"
+        )
+        settlement_run(usage_ids=[record.pk])
+    assert (booked_upstream(account), carried_upstream(account)) == (4, 0)
+    assert (billed(account), carried(account)) == (5, 0)
     assert ledger_check() == []

@@ -18,12 +18,13 @@ def finished_request(
     hold: int = 1_000,
     upstream_cost: int = 0,
     cost_pico: int | None = None,
+    upstream_cost_pico: int | None = None,
     model="m",
     channel=None,
     request_id="r",
 ):
     """Reserve a hold and record a finished request against it (not yet settled).
-    ``cost`` and ``upstream_cost`` in micro-USD, or ``cost_pico`` exactly."""
+    ``cost`` and ``upstream_cost`` in micro-USD, or exactly in pico-USD."""
     hold_id = hold_reserve(
         api_key_id=key.id, account_id=key.account_id, amount=hold, request_id=request_id
     )
@@ -41,7 +42,9 @@ def finished_request(
         http_status=200 if cost_pico else 502,
         output_tokens=cost_pico // PICO_PER_MICRO,
         cost_pico=cost_pico,
-        upstream_cost_pico=upstream_cost * PICO_PER_MICRO,
+        upstream_cost_pico=(
+            upstream_cost * PICO_PER_MICRO if upstream_cost_pico is None else upstream_cost_pico
+        ),
     )
 
 
