@@ -20,33 +20,35 @@ from tests.support.ledger import finished_request
 CREDIT = 10_000_000
 
 
-def billed(account) -> int:
-    """Micro-USD the account was billed for usage (revenue booked on its charges)."""
+def booked(account, kind: str) -> int:
+    """Micro-USD booked to ``kind`` (revenue, upstream cost) on the account's charges."""
     return (
-        Entry.objects.filter(
-            ledger_account__kind="revenue", transaction__account=account
-        ).aggregate(s=Sum("amount"))["s"]
+        Entry.objects.filter(ledger_account__kind=kind, transaction__account=account).aggregate(
+            s=Sum("amount")
+        )["s"]
         or 0
     )
 
 
-def carried(account) -> int:
-    return Carry.objects.filter(account=account).values_list("pico", flat=True).first() or 0
+def billed(account) -> int:
+    """Micro-USD the account was billed for usage (revenue booked on its charges)."""
+    return booked(account, "revenue")
 
 
 def booked_upstream(account) -> int:
-    """Micro-USD booked as upstream cost on the account's charges."""
-    return (
-        Entry.objects.filter(
-            ledger_account__kind="upstream_cost", transaction__account=account
-        ).aggregate(s=Sum("amount"))["s"]
-        or 0
-    )
+    return booked(account, "upstream_cost")
+
+
+def carry(account, column: str) -> int:
+    return Carry.objects.filter(account=account).values_list(column, flat=True).first() or 0
+
+
+def carried(account) -> int:
+    return carry(account, "pico")
 
 
 def carried_upstream(account) -> int:
-    row = Carry.objects.filter(account=account).values_list("upstream_pico", flat=True)
-    return row.first() or 0
+    return carry(account, "upstream_pico")
 
 
 # Embeddings-sized requests: a few tokens at cents per 1M tokens cost a fraction of a

@@ -97,9 +97,7 @@ def thinking_blocks(value: Any, where: str) -> list[dict[str, Any]]:
         block = as_dict(block)
         kind = block.get("type")
         if kind == "thinking" and _texts(block, "thinking", "signature"):
-            blocks.append(
-                {"type": "thinking", "thinking": block["thinking"], "signature": block["signature"]}
-            )
+            blocks.append(_thought(block["thinking"], block["signature"]))
         elif kind == "redacted_thinking" and _texts(block, "data"):
             blocks.append({"type": "redacted_thinking", "data": block["data"]})
         else:
@@ -108,6 +106,10 @@ def thinking_blocks(value: Any, where: str) -> list[dict[str, Any]]:
                 f"{where}[{i}]",
             )
     return blocks
+
+
+def _thought(thinking: str, signature: str) -> dict[str, Any]:
+    return {"type": "thinking", "thinking": thinking, "signature": signature}
 
 
 def _texts(block: dict[str, Any], *names: str) -> bool:
@@ -264,13 +266,7 @@ def anthropic_to_chat(message: dict[str, Any]) -> dict[str, Any]:
             text.append(as_str(block.get("text")))
         elif kind == "thinking":
             reasoning.append(as_str(block.get("thinking")))
-            thinking.append(
-                {
-                    "type": "thinking",
-                    "thinking": as_str(block.get("thinking")),
-                    "signature": as_str(block.get("signature")),
-                }
-            )
+            thinking.append(_thought(as_str(block.get("thinking")), as_str(block.get("signature"))))
         elif kind == "redacted_thinking":
             thinking.append({"type": "redacted_thinking", "data": as_str(block.get("data"))})
         elif kind == "server_tool_use" and block.get("name") == "web_search":
@@ -386,11 +382,8 @@ class AnthropicToChat:
                 self.thinking.setdefault(as_int(event.get("index")), []).append(text)
                 yield self._chunk({"reasoning_content": text})
             elif dtype == "signature_delta":
-                block = {
-                    "type": "thinking",
-                    "thinking": "".join(self.thinking.pop(as_int(event.get("index")), [])),
-                    "signature": as_str(delta.get("signature")),
-                }
+                text = "".join(self.thinking.pop(as_int(event.get("index")), []))
+                block = _thought(text, as_str(delta.get("signature")))
                 yield self._chunk({"thinking_blocks": [block]})
             elif dtype == "input_json_delta" and as_int(event.get("index")) in self.searching:
                 self.searching[as_int(event.get("index"))][1].append(

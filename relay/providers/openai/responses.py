@@ -183,10 +183,9 @@ def _messages(body: dict[str, Any], keep_thinking: bool) -> list[dict[str, Any]]
                     "content": _text_only(item.get("output"), f"{where}.output"),
                 }
             )
-        elif kind == "reasoning" and keep_thinking and thinking_of(item):
+        elif kind == "reasoning" and keep_thinking and (blocks := thinking_of(item)):
             # The turn's thinking goes ahead of what the model said and called after it.
-            messages.append({"role": "assistant", "content": None})
-            messages[-1]["thinking_blocks"] = thinking_of(item)
+            messages.append({"role": "assistant", "content": None, "thinking_blocks": blocks})
         elif kind == "item_reference":
             raise cannot_send("An `item_reference` (send the item itself)", where)
         elif kind not in _OWN_HISTORY:
